@@ -1,0 +1,95 @@
+"""Build the demo collection from the labelled Tux Paint stamps and show a search.
+
+``make demo`` fetches the images (scripts/fetch_demo.sh) and runs
+``python -m snoop_nb.demo --images data/demo/stamps --collection data/demo/collection``.
+Folder names become the items' labels in the catalog: ``category`` (animals, food, ...)
+and ``subcategory`` (birds, mammals, ...) where there is one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from snoop_nb.collection import Collection, open_collection
+from snoop_nb.errors import SnoopError
+
+
+def folder_labels(root: Path):
+    """``meta`` callback: a picture's category and subcategory from its folders under root."""
+    root = root.absolute()
+
+    def meta(path: Path) -> dict[str, str]:
+        try:
+            parts = path.relative_to(root).parts[:-1]
+        except ValueError:
+            return {}
+        labels = {}
+        if parts:
+            labels["category"] = parts[0]
+        if len(parts) > 1:
+            labels["subcategory"] = parts[1]
+        return labels
+
+    return meta
+
+
+def build(images: Path, collection: Path, *, device: str = "auto") -> Collection:
+    """Create or update the demo collection (unchanged files are skipped)."""
+    col = open_collection(collection, create=True, device=device)
+    report = col.add([images], meta=folder_labels(images))
+    print(f"{col.root}: {report}")
+    return col
+
+
+def show(col: Collection) -> None:
+    """Print what the collection holds and three searches a visitor would try."""
+    import pandas as pd
+
+    items = col.items()
+    print(f"\n{len(items)} images, {len(col.errors())} bad files, model {col.embedder_id}")
+    if "category" in items:
+        print(items["category"].value_counts().to_string())
+    pd.set_option("display.width", 160)
+    for text in ("a bird", "a red car", "an apple"):
+        hits = col.search(text=text, k=5)
+        print(f"\nsearch --text {text!r}")
+        print(_short(hits).to_string(index=False))
+    first = int(items["id"].iloc[0])
+    hits = col.search(item=first, k=5)
+    print(f"\nsearch --item {first} ({col.item(first)['uri']})")
+    print(_short(hits).to_string(index=False))
+
+
+def _short(df):
+    df = df.copy()
+    df["uri"] = df["uri"].map(lambda u: "/".join(Path(u).parts[-3:]))
+    cols = [c for c in ("rank", "id", "score", "category", "uri") if c in df]
+    return df[cols]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m snoop_nb.demo", description=__doc__)
+    p.add_argument("--images", type=Path, default=Path("data/demo/stamps"))
+    p.add_argument("--collection", type=Path, default=Path("data/demo/collection"))
+    p.add_argument("--device", default="auto")
+    args = p.parse_args(argv)
+    if not args.images.is_dir():
+        print(
+            f"demo: {args.images} not found: run `make demo` to fetch the demo images",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        with build(args.images, args.collection, device=args.device) as col:
+            show(col)
+    except SnoopError as e:
+        print(f"demo: error: {e}", file=sys.stderr)
+        return 1
+    print(f"\nTry: .venv/bin/snoop search --collection {args.collection} --text 'a fish'")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
