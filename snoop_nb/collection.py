@@ -273,14 +273,14 @@ class Collection:
         report = AddReport()
         with self._writer_lock():
             self._trim_vectors()
-            todo, old_ids = self._plan(discover_images(paths), report)
+            todo, stats, old_ids = self._plan(discover_images(paths), report)
             embedder = self.embedder
             last_save = time.monotonic()
             with open(self.root / "vectors.f16", "ab") as vec_file:
                 for batch in embed_stream(
                     embedder, todo, batch_size=batch_size, workers=workers, progress=progress
                 ):
-                    self._commit_batch(vec_file, todo, batch, old_ids, meta, report)
+                    self._commit_batch(vec_file, todo, stats, batch, old_ids, meta, report)
                     if update_index and time.monotonic() - last_save > INDEX_SAVE_EVERY:
                         self.sync_index(save=True)
                         last_save = time.monotonic()
@@ -303,8 +303,10 @@ class Collection:
 
     def _plan(
         self, found: Iterator[Path], report: AddReport
-    ) -> tuple[list[Path], dict[bytes, int]]:
-        """Which discovered files need embedding, and the live item each one replaces."""
+    ) -> tuple[list[Path], list[tuple[int | None, int | None]], dict[bytes, int]]:
+        """Which discovered files need embedding, their (size, mtime) before reading, and the
+        live item each one replaces. Stats taken before reading mean that a file changed while
+        it is being embedded is caught as changed by the next run."""
         known = {
             bytes(p): (i, size, mtime)
             for i, p, size, mtime in self._db.execute(
@@ -312,6 +314,7 @@ class Collection:
             )
         }
         todo: list[Path] = []
+        stats: list[tuple[int | None, int | None]] = []
         old_ids: dict[bytes, int] = {}
         seen: set[bytes] = set()
         for p in found:
@@ -333,9 +336,10 @@ class Collection:
                     continue
                 old_ids[key] = hit[0]
             todo.append(p)
-        return todo, old_ids
+            stats.append((size, mtime))
+        return todo, stats, old_ids
 
-    def _commit_batch(self, vec_file, todo, batch, old_ids, meta, report) -> None:
+    def _commit_batch(self, vec_file, todo, stats, batch, old_ids, meta, report) -> None:
         """Append one batch's vectors durably, then catalogue it in one transaction."""
         entries = sorted(
             [
@@ -359,11 +363,7 @@ class Collection:
         records = []
         for row, (i, status, what, _) in enumerate(entries):
             path = todo[i]
-            try:
-                st = path.stat()
-                size, mtime = st.st_size, st.st_mtime_ns
-            except OSError:
-                size = mtime = None
+            size, mtime = stats[i]
             item_meta = meta(path) if (meta is not None and status == "ok") else None
             records.append(
                 (

@@ -110,7 +110,7 @@ class OpenCLIPEmbedder(Embedder):
             net, _, preprocess = open_clip.create_model_and_transforms(
                 arch, pretrained=str(ckpt) if ckpt else None, device=self.device
             )
-        except (RuntimeError, KeyError, ValueError, OSError) as e:
+        except Exception as e:  # unpickling, shape mismatches, I/O: all mean "bad weights"
             raise ModelError(f"cannot load {model} from {ckpt}: {e}") from e
         net.eval()
         self._net = net
