@@ -1,4 +1,5 @@
-"""The ``snoop`` command line: index folders, search them, describe a collection.
+"""The ``snoop`` command line: index folders, search them, describe a collection, and build
+personal visual classes (label, train, rank, export).
 
 Exit codes: 0 on success (also when some files were bad and reported), 2 on usage errors,
 1 on any other failure, always with a one-line message on stderr.
@@ -60,6 +61,29 @@ def build_parser() -> argparse.ArgumentParser:
     inf = sub.add_parser("info", help="describe a collection")
     inf.add_argument("--collection", required=True, metavar="DIR")
     inf.add_argument("--json", action="store_true")
+
+    def class_parser(
+        name: str, help: str, *, class_required: bool = True
+    ) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help)
+        sp.add_argument("--collection", required=True, metavar="DIR")
+        sp.add_argument("--user", required=True, metavar="U")
+        sp.add_argument("--class", dest="class_name", required=class_required, metavar="NAME")
+        return sp
+
+    lb = class_parser("label", "label items relevant (--pos) or not (--neg) for a class")
+    lb.add_argument("--pos", type=int, nargs="+", default=[], metavar="ID")
+    lb.add_argument("--neg", type=int, nargs="+", default=[], metavar="ID")
+    lb.add_argument("--clear", type=int, nargs="+", default=[], metavar="ID")
+    tr = class_parser("train", "train the class's classifier on its labels")
+    tr.add_argument("--json", action="store_true")
+    rk = class_parser("rank", "rank the collection with the class's latest classifier")
+    rk.add_argument("-k", type=_positive, default=20, metavar="K")
+    rk.add_argument("--json", action="store_true")
+    ex = class_parser(
+        "export", "export labels and applied classes to CSV or Parquet", class_required=False
+    )
+    ex.add_argument("--out", required=True, metavar="FILE")
     return p
 
 
@@ -173,6 +197,88 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_label(args: argparse.Namespace) -> int:
+    from snoop_nb.collection import open_collection
+
+    if not (args.pos or args.neg or args.clear):
+        raise UsageError("nothing to label: give --pos, --neg or --clear item ids")
+    both = set(args.pos) & set(args.neg)
+    if both:
+        raise UsageError(f"item {min(both)} is given both --pos and --neg")
+    with open_collection(args.collection) as col:
+        s = col.session(args.user, args.class_name)
+        for ids, value in ((args.pos, 1), (args.neg, -1), (args.clear, 0)):
+            if ids:
+                s.label(ids, value)
+        n = s.counts()
+        print(f"{s.ref}: {n['pos']} relevant, {n['neg']} not relevant")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from snoop_nb.collection import open_collection
+
+    with open_collection(args.collection) as col:
+        s = col.session(args.user, args.class_name)
+        m = s.train()
+    out = {
+        "class": str(s.ref),
+        "model_id": m.id,
+        "positives": m.n_pos,
+        "negatives": m.n_neg,
+        "pseudo_negatives": m.params.get("pseudo_negatives", 0),
+        "quality": m.quality,
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        q = m.quality
+        est = (
+            f"average precision {q['average_precision']:.3f}, balanced accuracy "
+            f"{q['balanced_accuracy']:.3f} ({q['cv_folds']}-fold, {q['negatives']} negatives)"
+            if q.get("cv_folds")
+            else q.get("reason", "")
+        )
+        print(f"{s.ref}: model {m.id} from {m.n_pos} relevant, {m.n_neg} not relevant; {est}")
+    return 0
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    from snoop_nb.collection import open_collection
+
+    with open_collection(args.collection) as col:
+        s = col.session(args.user, args.class_name)
+        if s.model() is None:
+            raise UsageError(f"{s.ref} has no trained model: run `snoop train` first")
+        df = s.rank(args.k)
+    _print_results(df, args.json, ["rank", "id", "score", "label", "uri"])
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from snoop_nb.collection import open_collection
+    from snoop_nb.export import export_classes
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise UsageError(f"--out {out}: the file name must end in .csv or .parquet")
+    with open_collection(args.collection) as col:
+        n = export_classes(col, args.user, args.class_name, out)
+    print(f"wrote {n} rows to {out}")
+    return 0
+
+
+def _print_results(df, as_json: bool, columns: list[str]) -> None:
+    if as_json:
+        print(json.dumps([_jsonable(r) for r in df.to_dict(orient="records")], ensure_ascii=False))
+        return
+    import pandas as pd
+
+    with pd.option_context("display.max_colwidth", 80, "display.width", 200):
+        cols = [c for c in columns if c in df]
+        print(df[cols].to_string(index=False) if len(df) else "no results")
+
+
 def _jsonable(row: dict) -> dict:
     """A result row with NaN as null and numpy scalars as Python numbers."""
     out = {}
@@ -185,7 +291,15 @@ def _jsonable(row: dict) -> dict:
     return out
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "info": cmd_info}
+COMMANDS = {
+    "index": cmd_index,
+    "search": cmd_search,
+    "info": cmd_info,
+    "label": cmd_label,
+    "train": cmd_train,
+    "rank": cmd_rank,
+    "export": cmd_export,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

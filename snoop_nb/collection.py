@@ -110,6 +110,8 @@ class Collection:
         self.manifest = manifest
         self._embedder = embedder
         self._index: Index | None = None
+        self._ok_ids: tuple[str, np.ndarray] | None = None
+        self._kb = None
         self._db = _connect(root / "catalog.sqlite")
 
     # --- basic facts --------------------------------------------------------------------
@@ -141,6 +143,8 @@ class Collection:
         return f"<Collection {self.root} items={len(self)} embedder={self.embedder_id}>"
 
     def close(self) -> None:
+        if self._kb is not None:
+            self._kb.close()
         self._db.close()
 
     def __enter__(self) -> Collection:
@@ -182,9 +186,46 @@ class Collection:
 
     # --- catalog queries ----------------------------------------------------------------
     def ok_ids(self) -> np.ndarray:
-        """Ids of the items that have a vector, sorted."""
-        rows = self._db.execute("SELECT id FROM items WHERE status = 'ok' ORDER BY id").fetchall()
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        """Ids of the items that have a vector, sorted (cached until the items change)."""
+        gen = self._generation()
+        if self._ok_ids is None or self._ok_ids[0] != gen:
+            rows = self._db.execute(
+                "SELECT id FROM items WHERE status = 'ok' ORDER BY id"
+            ).fetchall()
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            ids.flags.writeable = False
+            self._ok_ids = (gen, ids)
+        return self._ok_ids[1]
+
+    def _generation(self) -> str:
+        """Changes whenever items are added, replaced or removed (by any process)."""
+        row = self._db.execute("SELECT value FROM state WHERE key = 'generation'").fetchone()
+        return row[0] if row else "0"
+
+    def _bump_generation(self) -> None:
+        """Inside a write transaction: mark the items as changed."""
+        self._db.execute(
+            "INSERT INTO state (key, value) VALUES ('generation', '1') ON CONFLICT(key) "
+            "DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)"
+        )
+
+    @property
+    def kb(self):
+        """The knowledge base (users, classes, labels, models) kept in this catalog."""
+        if self._kb is None:
+            from snoop_nb.kb import KnowledgeBase
+
+            self._kb = KnowledgeBase(self.root / "catalog.sqlite")
+        return self._kb
+
+    def session(self, user: str, class_name: str, **options: Any):
+        """A relevance-feedback session on ``user``'s class ``class_name`` (created if new).
+
+        >>> s = col.session("alice", "lighthouses")   # doctest: +SKIP
+        """
+        from snoop_nb.learn import FeedbackSession
+
+        return FeedbackSession(self, user, class_name, **options)
 
     def items(self, ids: Iterable[int] | None = None, *, status: str | None = "ok") -> pd.DataFrame:
         """The catalog as a DataFrame: one row per item, metadata keys as extra columns."""
@@ -298,6 +339,7 @@ class Collection:
                     "UPDATE items SET status = 'deleted' WHERE id = ? AND status != 'deleted'",
                     [(i,) for i in id_list],
                 )
+                self._bump_generation()
             self.sync_index(save=True)
         return cur.rowcount
 
@@ -395,6 +437,7 @@ class Collection:
                 "INSERT OR REPLACE INTO state (key, value) VALUES ('rows', ?)",
                 (str(first + len(entries)),),
             )
+            self._bump_generation()
         report.replaced += len(replaced)
         report.added += sum(1 for e in entries if e[1] == "ok")
 

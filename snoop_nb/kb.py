@@ -1,0 +1,457 @@
+"""The knowledge base: users, their visual classes, labels, classifier versions, applications.
+
+It lives in the collection's SQLite catalog (WAL mode), so a collection directory carries its
+knowledge with it. Every write is its own ``BEGIN IMMEDIATE`` transaction, committed before the
+call returns: a label clicked is a label kept, even if the kernel dies the next instant, and two
+processes labelling the same collection at once (two dashboard visitors) both keep every label.
+
+Labels are an append-only log: setting a label adds a row, clearing one adds a row of value 0,
+and the current label of an item in a class is the latest row. Nothing is ever overwritten, so
+the history of a class can always be replayed.
+
+>>> kb = collection.kb                                  # doctest: +SKIP
+>>> kb.create_class("alice", "red cars")                # doctest: +SKIP
+>>> kb.label("alice", "red cars", [12, 40], +1)         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from snoop_nb.errors import UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SOURCES = ("click", "import", "rule")
+MAX_NAME = 200
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id      INTEGER PRIMARY KEY,
+    name    TEXT NOT NULL UNIQUE,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS classes (
+    id          INTEGER PRIMARY KEY,
+    owner       INTEGER NOT NULL REFERENCES users(id),
+    name        TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    created     REAL NOT NULL,
+    shared      INTEGER NOT NULL DEFAULT 0 CHECK (shared IN (0, 1)),
+    copied_from INTEGER REFERENCES classes(id),
+    UNIQUE (owner, name)
+);
+CREATE TABLE IF NOT EXISTS labels (
+    id       INTEGER PRIMARY KEY,
+    class_id INTEGER NOT NULL REFERENCES classes(id),
+    item_id  INTEGER NOT NULL,
+    user_id  INTEGER NOT NULL REFERENCES users(id),
+    value    INTEGER NOT NULL CHECK (value IN (-1, 0, 1)),
+    time     REAL NOT NULL,
+    source   TEXT NOT NULL CHECK (source IN ('click', 'import', 'rule'))
+);
+CREATE INDEX IF NOT EXISTS labels_class_item ON labels(class_id, item_id, id);
+CREATE TABLE IF NOT EXISTS models (
+    id        INTEGER PRIMARY KEY,
+    class_id  INTEGER NOT NULL REFERENCES classes(id),
+    time      REAL NOT NULL,
+    n_pos     INTEGER NOT NULL,
+    n_neg     INTEGER NOT NULL,
+    params    TEXT NOT NULL,     -- JSON: estimator, hyper-parameters, pseudo-negatives...
+    weights   BLOB NOT NULL,     -- float32 coefficients, one per vector dimension
+    bias      REAL NOT NULL,
+    quality   TEXT NOT NULL      -- JSON: cross-validated estimates
+);
+CREATE INDEX IF NOT EXISTS models_class ON models(class_id, id);
+CREATE TABLE IF NOT EXISTS applied (
+    class_id INTEGER NOT NULL REFERENCES classes(id),
+    item_id  INTEGER NOT NULL,
+    score    REAL NOT NULL,
+    model_id INTEGER NOT NULL REFERENCES models(id),
+    time     REAL NOT NULL,
+    PRIMARY KEY (class_id, item_id)
+);
+"""
+
+
+@dataclass(frozen=True)
+class ClassRef:
+    """A visual class: its id, owner's name, name, description and sharing state."""
+
+    id: int
+    owner: str
+    name: str
+    description: str
+    shared: bool
+    created: float
+    copied_from: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One trained classifier version of a class."""
+
+    id: int
+    class_id: int
+    time: float
+    n_pos: int
+    n_neg: int
+    params: dict[str, Any]
+    weights: np.ndarray
+    bias: float
+    quality: dict[str, Any]
+
+
+def check_name(kind: str, name: str) -> str:
+    """A user or class name, normalised (NFC, outer spaces trimmed); refuses empty/control chars."""
+    if not isinstance(name, str):
+        raise UsageError(f"{kind} name must be text, not {type(name).__name__}")
+    name = unicodedata.normalize("NFC", name).strip()
+    if not name:
+        raise UsageError(f"{kind} name is empty")
+    if len(name) > MAX_NAME:
+        raise UsageError(f"{kind} name is longer than {MAX_NAME} characters")
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        raise UsageError(f"{kind} name contains control characters: {name!r}")
+    return name
+
+
+class KnowledgeBase:
+    """Users, classes, labels, models and applied classes of one collection.
+
+    Open it through :attr:`snoop_nb.collection.Collection.kb`; it keeps its own connection to the
+    catalog, in autocommit mode, with explicit write transactions.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._db = sqlite3.connect(
+            self.path, timeout=60.0, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=60000")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken at once (BEGIN IMMEDIATE) so writers queue, not fail."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+
+    # --- users --------------------------------------------------------------------------
+    def user_id(self, name: str, *, create: bool = True) -> int:
+        """The id of user ``name``, created on first use."""
+        name = check_name("user", name)
+        row = self._db.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()
+        if row:
+            return int(row[0])
+        if not create:
+            raise UsageError(f"no user named {name!r}")
+        with self._write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO users (name, created) VALUES (?, ?)", (name, time.time())
+            )
+            (uid,) = db.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()
+        return int(uid)
+
+    def users(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT name FROM users ORDER BY name")]
+
+    # --- classes ------------------------------------------------------------------------
+    def create_class(
+        self, user: str, name: str, description: str = "", *, exist_ok: bool = True
+    ) -> ClassRef:
+        """Create ``user``'s class ``name`` (or return it when it exists and ``exist_ok``)."""
+        uid = self.user_id(user)
+        name = check_name("class", name)
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO classes (owner, name, description, created) "
+                "VALUES (?, ?, ?, ?)",
+                (uid, name, description or "", time.time()),
+            )
+            created = cur.rowcount == 1
+        if not created and not exist_ok:
+            raise UsageError(f"{user} already has a class named {name!r}")
+        return self.get_class(user, name)
+
+    def get_class(self, user: str, name: str) -> ClassRef:
+        """``user``'s own class ``name``, or a class shared as ``"owner/name"``."""
+        name = name.strip() if isinstance(name, str) else name
+        ref = self._find_class(check_name("user", user), check_name("class", name))
+        if ref is None and "/" in name:
+            owner, _, cname = name.partition("/")
+            shared = self._find_class(owner.strip(), cname.strip())
+            if shared is not None and (shared.shared or shared.owner == user):
+                return shared
+        if ref is None:
+            raise UsageError(f"{user} has no class named {name!r}")
+        return ref
+
+    def _find_class(self, owner: str, name: str) -> ClassRef | None:
+        row = self._db.execute(
+            "SELECT c.id, u.name, c.name, c.description, c.shared, c.created, c.copied_from "
+            "FROM classes c JOIN users u ON u.id = c.owner WHERE u.name = ? AND c.name = ?",
+            (owner, name),
+        ).fetchone()
+        return _class_ref(row) if row else None
+
+    def classes(self, user: str | None = None, *, shared: bool = True) -> list[ClassRef]:
+        """``user``'s classes (and, with ``shared``, the classes others share); all if no user."""
+        sql = (
+            "SELECT c.id, u.name, c.name, c.description, c.shared, c.created, c.copied_from "
+            "FROM classes c JOIN users u ON u.id = c.owner"
+        )
+        if user is None:
+            rows = self._db.execute(sql + " ORDER BY u.name, c.name").fetchall()
+        else:
+            user = check_name("user", user)
+            cond = "u.name = ?" + (" OR c.shared = 1" if shared else "")
+            rows = self._db.execute(
+                sql + f" WHERE {cond} ORDER BY u.name != ?, u.name, c.name", (user, user)
+            ).fetchall()
+        return [_class_ref(r) for r in rows]
+
+    def share(self, user: str, name: str, shared: bool = True) -> ClassRef:
+        """Share ``user``'s class read-only with everyone (or stop sharing it)."""
+        ref = self._own(user, name)
+        with self._write() as db:
+            db.execute("UPDATE classes SET shared = ? WHERE id = ?", (int(shared), ref.id))
+        return self.get_class(user, ref.name)
+
+    def copy_class(self, user: str, source: str, new_name: str | None = None) -> ClassRef:
+        """Copy a class shared as ``"owner/name"`` into ``user``'s own classes, labels included.
+
+        The copy's labels are ``user``'s, with source ``import``; the original is untouched.
+        """
+        src = self.get_class(user, source)
+        if src.owner != user and not src.shared:
+            raise UsageError(f"{source} is not shared")
+        uid = self.user_id(user)
+        name = check_name("class", new_name or src.name)
+        with self._write() as db:
+            try:
+                cur = db.execute(
+                    "INSERT INTO classes (owner, name, description, created, copied_from) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (uid, name, src.description, time.time(), src.id),
+                )
+            except sqlite3.IntegrityError:
+                raise UsageError(f"{user} already has a class named {name!r}") from None
+            new_id = cur.lastrowid
+            now = time.time()
+            db.execute(
+                "INSERT INTO labels (class_id, item_id, user_id, value, time, source) "
+                "SELECT ?, item_id, ?, value, ?, 'import' FROM labels l WHERE class_id = ? "
+                "AND id = (SELECT max(id) FROM labels WHERE class_id = l.class_id "
+                "AND item_id = l.item_id) AND value != 0",
+                (new_id, uid, now, src.id),
+            )
+        return self.get_class(user, name)
+
+    def _own(self, user: str, name: str) -> ClassRef:
+        ref = self.get_class(user, name)
+        if ref.owner != check_name("user", user):
+            raise UsageError(f"{ref} belongs to {ref.owner}: copy it to change it")
+        return ref
+
+    # --- labels -------------------------------------------------------------------------
+    def label(
+        self,
+        user: str,
+        class_name: str,
+        item_ids: Iterable[int] | int,
+        value: int,
+        *,
+        source: str = "click",
+    ) -> int:
+        """Set the label of items in ``user``'s class: +1 relevant, -1 not, 0 cleared.
+
+        Committed before returning. Returns the number of label rows written.
+        """
+        if value not in (-1, 0, 1):
+            raise UsageError(f"a label is +1, -1 or 0, not {value!r}")
+        if source not in SOURCES:
+            raise UsageError(f"label source must be one of {', '.join(SOURCES)}")
+        ids = (
+            [int(item_ids)]
+            if isinstance(item_ids, (int, np.integer))
+            else [int(i) for i in item_ids]
+        )
+        ref = self._own(user, class_name)
+        uid = self.user_id(user)
+        now = time.time()
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO labels (class_id, item_id, user_id, value, time, source) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(ref.id, i, uid, int(value), now, source) for i in ids],
+            )
+        return len(ids)
+
+    def labels(self, ref: ClassRef) -> pd.DataFrame:
+        """Current labels of a class: item_id, value (+1/-1), time, source, user."""
+        import pandas as pd
+
+        return pd.read_sql_query(
+            "SELECT l.item_id, l.value, l.time, l.source, u.name AS user FROM labels l "
+            "JOIN users u ON u.id = l.user_id WHERE l.class_id = ? AND l.id = ("
+            "SELECT max(id) FROM labels WHERE class_id = l.class_id AND item_id = l.item_id) "
+            "AND l.value != 0 ORDER BY l.item_id",
+            self._db,
+            params=(ref.id,),
+        )
+
+    def label_history(self, ref: ClassRef) -> pd.DataFrame:
+        """Every label row of a class, oldest first (value 0 = cleared)."""
+        import pandas as pd
+
+        return pd.read_sql_query(
+            "SELECT l.id, l.item_id, l.value, l.time, l.source, u.name AS user FROM labels l "
+            "JOIN users u ON u.id = l.user_id WHERE l.class_id = ? ORDER BY l.id",
+            self._db,
+            params=(ref.id,),
+        )
+
+    # --- models -------------------------------------------------------------------------
+    def save_model(
+        self,
+        ref: ClassRef,
+        *,
+        weights: np.ndarray,
+        bias: float,
+        n_pos: int,
+        n_neg: int,
+        params: dict[str, Any],
+        quality: dict[str, Any],
+    ) -> ModelRecord:
+        """Store a trained classifier version; returns it with its id."""
+        w = np.ascontiguousarray(weights, dtype=np.float32).reshape(-1)
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT INTO models (class_id, time, n_pos, n_neg, params, weights, bias, quality) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    ref.id,
+                    time.time(),
+                    int(n_pos),
+                    int(n_neg),
+                    json.dumps(params),
+                    w.tobytes(),
+                    float(bias),
+                    json.dumps(quality),
+                ),
+            )
+        return self.model(int(cur.lastrowid))
+
+    def model(self, model_id: int) -> ModelRecord:
+        row = self._db.execute(
+            "SELECT id, class_id, time, n_pos, n_neg, params, weights, bias, quality "
+            "FROM models WHERE id = ?",
+            (model_id,),
+        ).fetchone()
+        if row is None:
+            raise UsageError(f"no model with id {model_id}")
+        return _model_record(row)
+
+    def latest_model(self, ref: ClassRef) -> ModelRecord | None:
+        row = self._db.execute(
+            "SELECT id, class_id, time, n_pos, n_neg, params, weights, bias, quality "
+            "FROM models WHERE class_id = ? ORDER BY id DESC LIMIT 1",
+            (ref.id,),
+        ).fetchone()
+        return _model_record(row) if row else None
+
+    def models(self, ref: ClassRef) -> pd.DataFrame:
+        """The model history of a class: id, time, counts, quality estimates."""
+        import pandas as pd
+
+        rows = self._db.execute(
+            "SELECT id, time, n_pos, n_neg, quality FROM models WHERE class_id = ? ORDER BY id",
+            (ref.id,),
+        ).fetchall()
+        records = [
+            {"model_id": r[0], "time": r[1], "n_pos": r[2], "n_neg": r[3], **json.loads(r[4])}
+            for r in rows
+        ]
+        return pd.DataFrame(records)
+
+    # --- applying a class to the corpus -------------------------------------------------
+    def set_applied(
+        self, ref: ClassRef, item_ids: np.ndarray, scores: np.ndarray, model_id: int
+    ) -> int:
+        """Replace the items a class is applied to (one transaction)."""
+        now = time.time()
+        with self._write() as db:
+            db.execute("DELETE FROM applied WHERE class_id = ?", (ref.id,))
+            db.executemany(
+                "INSERT INTO applied (class_id, item_id, score, model_id, time) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (ref.id, int(i), float(s), int(model_id), now)
+                    for i, s in zip(item_ids, scores, strict=True)
+                ],
+            )
+        return len(item_ids)
+
+    def applied(self, ref: ClassRef) -> pd.DataFrame:
+        """Items a class was applied to: item_id, score, model_id, time."""
+        import pandas as pd
+
+        return pd.read_sql_query(
+            "SELECT item_id, score, model_id, time FROM applied WHERE class_id = ? "
+            "ORDER BY score DESC",
+            self._db,
+            params=(ref.id,),
+        )
+
+
+def _class_ref(row: tuple) -> ClassRef:
+    return ClassRef(
+        id=int(row[0]),
+        owner=row[1],
+        name=row[2],
+        description=row[3],
+        shared=bool(row[4]),
+        created=float(row[5]),
+        copied_from=row[6],
+    )
+
+
+def _model_record(row: tuple) -> ModelRecord:
+    return ModelRecord(
+        id=int(row[0]),
+        class_id=int(row[1]),
+        time=float(row[2]),
+        n_pos=int(row[3]),
+        n_neg=int(row[4]),
+        params=json.loads(row[5]),
+        weights=np.frombuffer(row[6], dtype=np.float32).copy(),
+        bias=float(row[7]),
+        quality=json.loads(row[8]),
+    )

@@ -1,0 +1,125 @@
+"""The feedback classifier: a linear model on normalised vectors, trained from a few labels.
+
+A linear score ``w.x + b`` on L2-normalised vectors ranks like the cosine similarity with
+``w``, so a trained class can be searched with the HNSW index (query ``w/|w|``) as well as
+scored exactly. Any scikit-learn classifier with ``coef_`` and ``intercept_`` fits the contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from snoop_nb.errors import UsageError
+
+#: Fewest labels a class needs before training (one positive at least).
+MIN_LABELS = 2
+
+
+@dataclass
+class TrainedModel:
+    """What training produced: weights, bias, the counts it saw and its quality estimate."""
+
+    weights: np.ndarray
+    bias: float
+    n_pos: int
+    n_neg: int
+    n_pseudo: int
+    params: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)
+
+    def decision(self, x: np.ndarray) -> np.ndarray:
+        """Scores of rows ``x`` (higher means more likely relevant; 0 is the boundary)."""
+        return np.asarray(x, np.float32) @ self.weights + self.bias
+
+
+def make_estimator(C: float = 1.0, seed: int = 0):
+    """The default estimator: L2-regularised logistic regression, classes balanced."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=C, class_weight="balanced", max_iter=200, random_state=seed)
+
+
+def train(
+    pos: np.ndarray,
+    neg: np.ndarray,
+    pseudo: np.ndarray | None = None,
+    *,
+    C: float = 1.0,
+    seed: int = 0,
+    estimator=None,
+    cv_folds: int = 5,
+) -> TrainedModel:
+    """Fit a classifier on positives, negatives and optional pseudo-negatives.
+
+    Pseudo-negatives (items drawn at random from the corpus, mostly irrelevant for a rare
+    class) let a class be trained from positives alone; they count as negatives with a
+    weight that balances them against the real labels. The quality estimate is a stratified
+    cross-validation over the real labels only (pseudo-negatives always stay in training).
+    """
+    n_pos, n_neg = len(pos), len(neg)
+    if n_pos + n_neg < MIN_LABELS:
+        raise UsageError(
+            f"training needs at least {MIN_LABELS} labels, {n_pos + n_neg} given: "
+            "mark a few more items relevant (or not relevant) first"
+        )
+    if n_pos == 0:
+        raise UsageError("training needs at least one relevant (+1) item")
+    pos = np.asarray(pos, np.float32)
+    dim = pos.shape[1]
+    neg = np.asarray(neg, np.float32).reshape(-1, dim)
+    pseudo = np.asarray(pseudo if pseudo is not None else [], np.float32).reshape(-1, dim)
+    if n_neg == 0 and len(pseudo) == 0:
+        raise UsageError("training needs not-relevant (-1) items or pseudo-negatives")
+    X = np.concatenate([pos, neg, pseudo])
+    y = np.concatenate([np.ones(n_pos), np.zeros(n_neg + len(pseudo))])
+    est = estimator if estimator is not None else make_estimator(C, seed)
+    est.fit(X, y)
+    w = np.asarray(est.coef_, np.float32).reshape(-1)
+    b = float(np.asarray(est.intercept_).reshape(-1)[0])
+    quality = cross_validate(pos, neg, pseudo, est, folds=cv_folds, seed=seed)
+    params = {
+        "estimator": type(est).__name__,
+        **{
+            k: v
+            for k, v in est.get_params().items()
+            if isinstance(v, (int, float, str, bool)) or v is None
+        },
+        "pseudo_negatives": len(pseudo),
+    }
+    return TrainedModel(w, b, n_pos, n_neg, len(pseudo), params, quality)
+
+
+def cross_validate(pos, neg, pseudo, estimator, *, folds: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Stratified k-fold estimates (average precision, balanced accuracy) on the real labels.
+
+    With only positives, the held-out negatives are held-out pseudo-negatives, said so in
+    ``negatives``. Returns ``{"cv_folds": 0, ...}`` with a reason when there are too few labels.
+    """
+    from sklearn.base import clone
+    from sklearn.metrics import average_precision_score, balanced_accuracy_score
+    from sklearn.model_selection import StratifiedKFold
+
+    use_pseudo_as_test = len(neg) == 0
+    neg_eval = pseudo if use_pseudo_as_test else neg
+    k = min(folds, len(pos), len(neg_eval))
+    if k < 2:
+        return {"cv_folds": 0, "reason": "too few labels for cross-validation (2 of each needed)"}
+    X = np.concatenate([pos, neg_eval])
+    y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg_eval))])
+    extra = np.zeros((0, X.shape[1]), np.float32) if use_pseudo_as_test else pseudo
+    scores = np.zeros(len(y))
+    for train_idx, test_idx in StratifiedKFold(k, shuffle=True, random_state=seed).split(X, y):
+        est = clone(estimator)
+        Xt = np.concatenate([X[train_idx], extra])
+        yt = np.concatenate([y[train_idx], np.zeros(len(extra))])
+        est.fit(Xt, yt)
+        scores[test_idx] = est.decision_function(X[test_idx])
+    return {
+        "cv_folds": int(k),
+        "average_precision": float(average_precision_score(y, scores)),
+        "balanced_accuracy": float(balanced_accuracy_score(y, scores > 0)),
+        "negatives": "pseudo" if use_pseudo_as_test else "labelled",
+    }

@@ -1,0 +1,289 @@
+"""A relevance-feedback session: one user shaping one personal visual class.
+
+>>> s = collection.session("alice", "lighthouses")          # doctest: +SKIP
+>>> s.start(text="a lighthouse")                            # doctest: +SKIP
+>>> s.suggest(20, "mixed")                                  # doctest: +SKIP
+>>> s.label([3, 17], +1); s.label([8], -1)                  # doctest: +SKIP
+>>> s.train(); s.rank(100)                                  # doctest: +SKIP
+>>> s.apply(threshold=0.5)                                  # doctest: +SKIP
+
+Before the first training, ranking and suggestions follow the starting query (a text, an
+image or the mean of the relevant items); afterwards they follow the latest classifier.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from snoop_nb.errors import UsageError
+from snoop_nb.learn import classifier
+from snoop_nb.learn.rank import exact_scores, top_exact, top_hnsw
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from snoop_nb.collection import Collection
+    from snoop_nb.kb import ModelRecord
+
+STRATEGIES = ("top", "uncertain", "diverse", "mixed")
+
+
+class FeedbackSession:
+    """Label, train, rank, suggest and apply one class of one user (see module docstring).
+
+    Every label is written to the knowledge base as it is given; the session itself holds
+    only the starting query and caches, so it can be dropped and re-opened at any time.
+    """
+
+    def __init__(
+        self,
+        col: Collection,
+        user: str,
+        class_name: str,
+        *,
+        description: str = "",
+        pseudo_negatives: int = 500,
+        C: float = 1.0,
+        seed: int = 0,
+    ):
+        self.col = col
+        self.kb = col.kb
+        self.user = user
+        self.ref = self.kb.create_class(user, class_name, description)
+        self.pseudo_negatives = pseudo_negatives
+        self.C = C
+        self.seed = seed
+        self._query: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        n = self.counts()
+        return f"<FeedbackSession {self.ref} +{n['pos']} -{n['neg']}>"
+
+    # --- starting point -----------------------------------------------------------------
+    def start(
+        self, *, text: str | None = None, image: Any = None, items: list[int] | None = None
+    ) -> pd.DataFrame:
+        """Start from a text, an image, or items taken as relevant; returns the first ranking."""
+        from snoop_nb.search import query_vector
+
+        if items:
+            self.label(items, +1)
+            self._query = self.col.vectors_of(items).mean(axis=0)
+        else:
+            self._query = query_vector(self.col, text=text, image=image)
+        return self.rank(50)
+
+    # --- labels -------------------------------------------------------------------------
+    def label(self, ids, value: int, *, source: str = "click") -> int:
+        """Mark items relevant (+1), not relevant (-1) or unlabelled (0); committed at once."""
+        ids = [int(ids)] if np.isscalar(ids) else [int(i) for i in ids]
+        if ids:
+            unknown = np.asarray(ids)[~np.isin(ids, self.col.ok_ids())]
+            if unknown.size:
+                raise UsageError(f"no item with id {int(unknown[0])} in this collection")
+        return self.kb.label(self.user, self.ref.name, ids, value, source=source)
+
+    def labels(self) -> pd.DataFrame:
+        """Current labels: item_id, value, time, source, user."""
+        return self.kb.labels(self.ref)
+
+    def counts(self) -> dict[str, int]:
+        lab = self.labels()
+        return {"pos": int((lab["value"] > 0).sum()), "neg": int((lab["value"] < 0).sum())}
+
+    def _labelled(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ids of live positives and negatives (labels of deleted items are kept, not used)."""
+        lab = self.labels()
+        live = self.col.ok_ids()
+        lab = lab[np.isin(lab["item_id"].to_numpy(), live)]
+        pos = lab.loc[lab["value"] > 0, "item_id"].to_numpy(np.int64)
+        neg = lab.loc[lab["value"] < 0, "item_id"].to_numpy(np.int64)
+        return pos, neg
+
+    # --- training -----------------------------------------------------------------------
+    def train(self) -> ModelRecord:
+        """Train a classifier on the current labels, store it as a new version, return it.
+
+        With positives only, pseudo-negatives are drawn at random from the unlabelled corpus.
+        """
+        pos, neg = self._labelled()
+        if len(pos) + len(neg) < classifier.MIN_LABELS:
+            raise UsageError(
+                f"{self.ref}: training needs at least {classifier.MIN_LABELS} labelled items, "
+                f"{len(pos) + len(neg)} so far: mark a few relevant or not relevant first"
+            )
+        pseudo_ids = self._pseudo_negative_ids(pos, neg)
+        model = classifier.train(
+            self.col.vectors_of(pos),
+            self.col.vectors_of(neg),
+            self.col.vectors_of(pseudo_ids) if len(pseudo_ids) else None,
+            C=self.C,
+            seed=self.seed,
+        )
+        return self.kb.save_model(
+            self.ref,
+            weights=model.weights,
+            bias=model.bias,
+            n_pos=model.n_pos,
+            n_neg=model.n_neg,
+            params={**model.params, "embedder": self.col.embedder_id},
+            quality=model.quality,
+        )
+
+    def _pseudo_negative_ids(self, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+        """Unlabelled items drawn at random: as many as needed to balance what is missing."""
+        want = self.pseudo_negatives if len(neg) < len(pos) else self.pseudo_negatives // 4
+        if want <= 0:
+            return np.zeros(0, np.int64)
+        live = self.col.ok_ids()
+        pool = live[~np.isin(live, np.concatenate([pos, neg]))]
+        rng = np.random.default_rng(self.seed + len(pos) + len(neg))
+        return np.sort(rng.choice(pool, size=min(want, len(pool)), replace=False))
+
+    def model(self) -> ModelRecord | None:
+        """The latest trained version of this class, if any."""
+        return self.kb.latest_model(self.ref)
+
+    def history(self) -> pd.DataFrame:
+        """Every trained version: counts and quality estimates."""
+        return self.kb.models(self.ref)
+
+    # --- scoring ------------------------------------------------------------------------
+    def _direction(self) -> tuple[np.ndarray, float]:
+        """The current linear scorer: the latest model, else the starting query."""
+        m = self.model()
+        if m is not None:
+            if len(m.weights) != self.col.dim:
+                raise UsageError(f"{self.ref}'s model was trained on another embedder")
+            return m.weights, m.bias
+        if self._query is None:
+            pos, _ = self._labelled()
+            if len(pos) == 0:
+                raise UsageError(
+                    f"{self.ref} has no model and no starting point: call start(...) or label items"
+                )
+            self._query = self.col.vectors_of(pos).mean(axis=0)
+        q = np.asarray(self._query, np.float32)
+        return q / (np.linalg.norm(q) or 1.0), 0.0
+
+    def scores(self) -> pd.Series:
+        """The current score of every live item (index: item id), exact."""
+        import pandas as pd
+
+        w, b = self._direction()
+        ids, s = exact_scores(self.col, w, b)
+        return pd.Series(s, index=pd.Index(ids, name="id"), name="score")
+
+    def rank(
+        self, k: int = 100, *, exact: bool | None = None, unlabelled_only: bool = False
+    ) -> pd.DataFrame:
+        """The ``k`` best items by the current scorer, with their label (+1/-1/0) as a column.
+
+        ``exact=None`` scores exactly below ``EXACT_SEARCH_BELOW`` items, through HNSW above.
+        """
+        from snoop_nb.collection import EXACT_SEARCH_BELOW
+        from snoop_nb.search import results_frame
+
+        w, b = self._direction()
+        exclude = np.concatenate(self._labelled()) if unlabelled_only else None
+        if exact is None:
+            exact = len(self.col) < EXACT_SEARCH_BELOW
+        ids, scores = (top_exact if exact else top_hnsw)(self.col, w, b, k, exclude)
+        return self._with_labels(results_frame(self.col, ids, scores))
+
+    def _with_labels(self, df: pd.DataFrame) -> pd.DataFrame:
+        lab = self.labels().set_index("item_id")["value"]
+        df.insert(4, "label", df["id"].map(lab).fillna(0).astype(int))
+        return df
+
+    # --- suggestions --------------------------------------------------------------------
+    def suggest(self, k: int = 20, strategy: str = "mixed") -> pd.DataFrame:
+        """Unlabelled items worth labelling next.
+
+        ``top``: the most likely positives. ``uncertain``: closest to the decision boundary.
+        ``diverse``: spread over the positives' neighbourhoods (round robin over each relevant
+        item's nearest unlabelled neighbours). ``mixed``: a third of each, then ``top``.
+        """
+        from snoop_nb.search import results_frame
+
+        if strategy not in STRATEGIES:
+            raise UsageError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+        labelled = np.concatenate(self._labelled())
+        if strategy == "mixed":
+            picked: list[int] = []
+            for part, n in (("top", k - 2 * (k // 3)), ("uncertain", k // 3), ("diverse", k // 3)):
+                for i in self._suggest_ids(part, n, np.concatenate([labelled, picked])):
+                    picked.append(int(i))
+            if len(picked) < k:
+                more = self._suggest_ids("top", k - len(picked), np.concatenate([labelled, picked]))
+                picked.extend(int(i) for i in more)
+            ids = np.asarray(picked[:k], np.int64)
+        else:
+            ids = self._suggest_ids(strategy, k, labelled)
+        w, b = self._direction()
+        scores = self.col.vectors_of(ids) @ w + b if len(ids) else np.zeros(0, np.float32)
+        df = results_frame(self.col, ids, scores)
+        return self._with_labels(df)
+
+    def _suggest_ids(self, strategy: str, k: int, exclude: np.ndarray) -> np.ndarray:
+        if k <= 0:
+            return np.zeros(0, np.int64)
+        exclude = np.asarray(exclude, np.int64)
+        w, b = self._direction()
+        if strategy == "top":
+            top = top_exact if len(self.col) < _big() else top_hnsw
+            return top(self.col, w, b, k, exclude)[0]
+        if strategy == "uncertain":
+            ids, s = exact_scores(self.col, w, b)
+            keep = ~np.isin(ids, exclude)
+            ids, s = ids[keep], s[keep]
+            if self.model() is None:  # no boundary yet: the middle of the starting ranking
+                s = s - np.median(s)
+            order = np.argsort(np.abs(s), kind="stable")[:k]
+            return ids[order]
+        # diverse: round robin over the neighbourhoods of the relevant items
+        pos, _ = self._labelled()
+        if len(pos) == 0:
+            return self._suggest_ids("top", k, exclude)
+        rng = np.random.default_rng(self.seed)
+        seeds = rng.permutation(pos)[: max(1, min(len(pos), k))]
+        per_seed = max(2, -(-k // len(seeds)) * 2) + len(exclude)
+        index = self.col.index if len(self.col) >= _big() else self.col.exact_index()
+        neigh, _ = index.search(self.col.vectors_of(seeds), min(per_seed, len(self.col)))
+        chosen: list[int] = []
+        taken = set(exclude.tolist())
+        for col_ in range(neigh.shape[1]):
+            for row in neigh[:, col_]:
+                if row >= 0 and int(row) not in taken:
+                    taken.add(int(row))
+                    chosen.append(int(row))
+                    if len(chosen) == k:
+                        return np.asarray(chosen, np.int64)
+        return np.asarray(chosen, np.int64)
+
+    # --- applying -----------------------------------------------------------------------
+    def apply(self, threshold: float = 0.5) -> int:
+        """Write the class onto the corpus: every item whose probability >= ``threshold``.
+
+        The probability is the logistic of the latest model's score. Replaces any earlier
+        application of this class; returns how many items carry it now.
+        """
+        m = self.model()
+        if m is None:
+            raise UsageError(f"{self.ref} has no trained model yet: train() first")
+        ids, s = exact_scores(self.col, m.weights, m.bias)
+        prob = 1.0 / (1.0 + np.exp(-s.astype(np.float64)))
+        keep = prob >= threshold
+        return self.kb.set_applied(self.ref, ids[keep], prob[keep], m.id)
+
+    def applied(self) -> pd.DataFrame:
+        """The items this class was applied to, with their probability."""
+        return self.kb.applied(self.ref)
+
+
+def _big() -> int:
+    from snoop_nb.collection import EXACT_SEARCH_BELOW
+
+    return EXACT_SEARCH_BELOW

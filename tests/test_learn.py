@@ -1,0 +1,136 @@
+"""Relevance feedback sessions: training, ranking (exact and HNSW), suggestions, applying."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from snoop_nb import UsageError, open_collection
+from snoop_nb.learn import STRATEGIES, train
+
+
+@pytest.fixture
+def col(tmp_path, default_embedder, photo_set):
+    with open_collection(tmp_path / "col", create=True, embedder=default_embedder) as c:
+        c.add([tmp_path / "photos"], progress=False, meta=lambda p: {"photo": p.parent.name})
+        yield c
+
+
+def ids_of(col, photo):
+    items = col.items()
+    return items.loc[items["photo"] == photo, "id"].tolist()
+
+
+def test_feedback_from_one_example_ranks_the_class_first(col):
+    cats = ids_of(col, "chelsea")
+    s = col.session("alice", "cats")
+    first = s.start(items=cats[:1])
+    assert first["id"].iloc[0] == cats[0] and first["label"].iloc[0] == 1
+    s.label(ids_of(col, "coffee")[:1], -1)
+    m = s.train()
+    assert (m.n_pos, m.n_neg) == (1, 1) and m.params["pseudo_negatives"] > 0
+    top = s.rank(5)
+    assert set(top["id"]) == set(cats)
+    assert list(top.columns[:5]) == ["rank", "id", "uri", "score", "label"]
+
+
+def test_positives_only_train_with_pseudo_negatives_and_report_quality(col):
+    s = col.session("alice", "rockets")
+    s.label(ids_of(col, "rocket")[:3], 1)
+    m = s.train()
+    assert m.n_neg == 0 and m.params["pseudo_negatives"] == 27
+    assert m.quality["negatives"] == "pseudo" and m.quality["cv_folds"] >= 2
+    assert 0 <= m.quality["average_precision"] <= 1
+    assert set(s.rank(5)["id"]) == set(ids_of(col, "rocket"))
+    assert len(s.history()) == 1
+
+
+def test_one_label_gives_a_clear_message(col):
+    s = col.session("alice", "lonely")
+    s.label([3], 1)
+    with pytest.raises(UsageError, match="at least 2 labelled items, 1 so far"):
+        s.train()
+    t = col.session("alice", "only no")
+    t.label([1, 2], -1)
+    with pytest.raises(UsageError, match="relevant"):
+        t.train()
+
+
+def test_cross_validated_quality_on_real_labels(col):
+    s = col.session("alice", "coffee")
+    s.label(ids_of(col, "coffee"), 1)
+    s.label(ids_of(col, "astronaut") + ids_of(col, "camera"), -1)
+    m = s.train()
+    assert m.quality["negatives"] == "labelled" and m.quality["cv_folds"] == 5
+    assert m.quality["average_precision"] > 0.9
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_suggestions_are_distinct_unlabelled_items(col, strategy):
+    s = col.session("alice", "astronauts")
+    astro = ids_of(col, "astronaut")
+    s.label(astro[:2], 1)
+    s.label(ids_of(col, "camera")[:2], -1)
+    s.train()
+    sug = s.suggest(9, strategy)
+    assert len(sug) == 9 and sug["id"].is_unique
+    assert not set(sug["id"]) & set(s.labels()["item_id"])
+    assert (sug["label"] == 0).all()
+    if strategy == "top":
+        assert set(astro[2:]) <= set(sug["id"].iloc[:4])
+    if strategy == "uncertain":
+        scores = s.scores().loc[sug["id"]]
+        assert (
+            np.abs(scores).max()
+            <= np.abs(s.scores().drop(s.labels()["item_id"])).sort_values().iloc[8] + 1e-6
+        )
+
+
+def test_unknown_strategy_and_unknown_items_are_usage_errors(col):
+    s = col.session("alice", "x")
+    with pytest.raises(UsageError, match="unknown strategy"):
+        s.suggest(3, "best")
+    with pytest.raises(UsageError, match="no item with id 999"):
+        s.label([1, 999], 1)
+    with pytest.raises(UsageError, match="no model and no starting point"):
+        s.rank(3)
+
+
+def test_hnsw_ranking_agrees_with_exact_ranking(col):
+    s = col.session("alice", "cameras")
+    s.label(ids_of(col, "camera")[:2], 1)
+    s.label(ids_of(col, "chelsea")[:2], -1)
+    s.train()
+    exact = s.rank(10, exact=True)
+    approx = s.rank(10, exact=False)
+    assert exact["id"].tolist()[:5] == approx["id"].tolist()[:5]
+    assert np.allclose(exact["score"], approx["score"], atol=1e-3)
+    scores = s.scores()
+    assert len(scores) == len(col) and np.isclose(scores.max(), exact["score"].iloc[0], atol=1e-4)
+
+
+def test_text_start_then_apply_writes_the_class_onto_the_corpus(col):
+    s = col.session("alice", "coffee cups")
+    first = s.start(text="a cup of coffee")
+    assert (first["photo"].iloc[:5] == "coffee").all()
+    s.label(ids_of(col, "coffee")[:2], 1)
+    s.label(ids_of(col, "rocket")[:2], -1)
+    s.train()
+    n = s.apply(threshold=0.5)
+    applied = s.applied()
+    assert len(applied) == n and (applied["score"] >= 0.5).all()
+    assert set(ids_of(col, "coffee")) <= set(applied["item_id"])
+    assert not set(ids_of(col, "rocket")) & set(applied["item_id"])
+    assert s.apply(threshold=0.999999) <= n  # a second application replaces the first
+    assert len(s.applied()) <= n
+
+
+def test_train_function_follows_the_estimator_contract():
+    rng = np.random.default_rng(0)
+    pos = rng.normal(1, 0.3, (10, 8)).astype(np.float32)
+    neg = rng.normal(-1, 0.3, (10, 8)).astype(np.float32)
+    m = train(pos, neg)
+    assert m.weights.shape == (8,) and (m.decision(pos) > 0).all() and (m.decision(neg) < 0).all()
+    assert m.quality["cv_folds"] == 5 and m.quality["balanced_accuracy"] == 1.0
+    with pytest.raises(UsageError, match="pseudo-negatives"):
+        train(pos, neg[:0])

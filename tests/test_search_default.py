@@ -1,0 +1,66 @@
+"""End to end with the offline default model: real photographs find their own variants, and text
+queries find what they name, from Python and from the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from snoop_nb import open_collection
+
+
+@pytest.fixture
+def default_col(tmp_path, default_embedder, photo_set):
+    with open_collection(tmp_path / "col", create=True, embedder=default_embedder) as col:
+        col.add([tmp_path / "photos"], progress=False, meta=lambda p: {"photo": p.parent.name})
+        yield col
+
+
+def test_variants_of_a_photograph_are_its_nearest_neighbours(default_col):
+    items = default_col.items()
+    hits_in_top4 = []
+    for item_id, source in zip(items["id"], items["photo"], strict=True):
+        hits = default_col.search(item=int(item_id), k=4)
+        hits_in_top4.append((hits["photo"] == source).sum())
+    # 30 items, 4 true neighbours each: the real model finds nearly all of them
+    assert sum(hits_in_top4) / (4 * len(items)) >= 0.9, hits_in_top4
+
+
+@pytest.mark.parametrize(
+    "text, photo",
+    [("a cat", "chelsea"), ("a cup of coffee", "coffee"), ("a rocket", "rocket")],
+)
+def test_text_query_finds_the_photographs_it_names(default_col, text, photo):
+    hits = default_col.search(text=text, k=5)
+    assert (hits["photo"] == photo).sum() >= 4, hits[["photo", "score"]]
+
+
+def test_cli_with_the_default_model_indexes_and_searches_by_text(tmp_path, photo_set):
+    col = tmp_path / "c"
+    run = [sys.executable, "-m", "snoop_nb.cli"]
+    r = subprocess.run(
+        [*run, "index", str(tmp_path / "photos"), "--collection", str(col), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["added"] == 30
+    info = json.loads(
+        subprocess.run(
+            [*run, "info", "--collection", str(col), "--json"], capture_output=True, text=True
+        ).stdout
+    )
+    assert info["model"] == "efficientnet_lite0" and info["dim"] == 1280 and info["items"] == 30
+    r = subprocess.run(
+        [*run, "search", "--collection", str(col), "--text", "espresso", "-k", "3", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    assert [Path(h["uri"]).parent.name for h in json.loads(r.stdout)] == ["coffee"] * 3
