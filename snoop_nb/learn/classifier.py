@@ -75,11 +75,15 @@ def train(
         raise UsageError("training needs not-relevant (-1) items or pseudo-negatives")
     X = np.concatenate([pos, neg, pseudo])
     y = np.concatenate([np.ones(n_pos), np.zeros(n_neg + len(pseudo))])
+    from threadpoolctl import threadpool_limits
+
     est = estimator if estimator is not None else make_estimator(C, seed)
-    est.fit(X, y)
+    # A few hundred rows: one BLAS thread is faster than two fighting over them.
+    with threadpool_limits(limits=1, user_api="blas"):
+        est.fit(X, y)
+        quality = cross_validate(pos, neg, pseudo, est, folds=cv_folds, seed=seed)
     w = np.asarray(est.coef_, np.float32).reshape(-1)
     b = float(np.asarray(est.intercept_).reshape(-1)[0])
-    quality = cross_validate(pos, neg, pseudo, est, folds=cv_folds, seed=seed)
     params = {
         "estimator": type(est).__name__,
         **{
