@@ -8,6 +8,8 @@ normalisation and progress bars are shared (see :mod:`snoop_nb.embed.pipeline`).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -108,12 +110,19 @@ class Embedder(ABC):
         return f"<{type(self).__name__} {self.id} dim={self.dim} device={self.device}>"
 
 
-def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
-    """A short, stable digest of a file's bytes (BLAKE2b, 16 hex characters)."""
-    import hashlib
+def weights_digest(path: str | Path) -> str:
+    """The first 16 hex characters of a weights file's SHA-256 (once per file and process).
 
-    h = hashlib.blake2b(digest_size=8)
+    It goes into an embedder's id, so that a collection notices when the weights change.
+    """
+    st = Path(path).stat()
+    return _sha256_prefix(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_prefix(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(chunk):
+        while block := f.read(1 << 22):
             h.update(block)
-    return h.hexdigest()
+    return h.hexdigest()[:16]

