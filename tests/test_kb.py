@@ -59,17 +59,17 @@ def test_label_survives_a_sigkill_right_after_it_returns(col):
 
 
 def test_two_processes_labelling_at_once_lose_nothing(col):
-    code = """
+    code = f"""
         import sys
         from snoop_nb import open_collection
         user, value = sys.argv[1], int(sys.argv[2])
-        col = open_collection({root!r})
+        col = open_collection({str(col.root)!r})
         col.kb.create_class(user, "shared work")
         for i in range(30):
             for n in range(5):  # many small transactions, interleaved with the other process
                 col.kb.label(user, "shared work", [i], value if n % 2 == 0 else -value)
         print("done", flush=True)
-        """.format(root=str(col.root))
+        """
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", textwrap.dedent(code), u, v],
