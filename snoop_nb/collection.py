@@ -111,6 +111,7 @@ class Collection:
         self._embedder = embedder
         self._index: Index | None = None
         self._ok_ids: tuple[str, np.ndarray] | None = None
+        self._exact: tuple[str, Index] | None = None
         self._kb = None
         self._db = _connect(root / "catalog.sqlite")
 
@@ -482,18 +483,22 @@ class Collection:
         return self._index
 
     def exact_index(self) -> Index:
-        """An exact index over the live vectors (memory-mapped, nothing copied up front)."""
+        """An exact index over the live vectors, kept until the items change (it converts the
+        vectors to float32 once, on its first search, when they fit its cache)."""
         from snoop_nb.index import ExactIndex
 
-        ids = self.ok_ids()
-        vecs = self.vectors
-        if ids.size == len(vecs):  # no gaps: score the memory map in place
-            return ExactIndex.from_arrays(ids, vecs)
-        return ExactIndex.from_arrays(ids, np.asarray(vecs[ids]))
+        gen = self._generation()
+        if self._exact is None or self._exact[0] != gen:
+            ids = self.ok_ids()
+            vecs = self.vectors
+            # no gaps: score the memory map in place; else gather the live rows
+            rows = vecs if ids.size == len(vecs) else np.asarray(vecs[ids])
+            self._exact = (gen, ExactIndex.from_arrays(ids, rows))
+        return self._exact[1]
 
     def sync_index(self, *, save: bool = True) -> Index:
         """Make the HNSW index hold exactly the catalog's live items; save it if asked."""
-        from snoop_nb.index import HNSWIndex
+        from snoop_nb.index import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M, HNSWIndex
 
         path = self.root / "index.hnsw"
         params = self.manifest.get("index", {})
@@ -509,9 +514,9 @@ class Collection:
         if index is None or index.dim != self.dim:
             index = HNSWIndex(
                 self.dim,
-                M=params.get("M", 16),
-                ef_construction=params.get("ef_construction", 200),
-                ef=params.get("ef", 64),
+                M=params.get("M", DEFAULT_M),
+                ef_construction=params.get("ef_construction", DEFAULT_EF_CONSTRUCTION),
+                ef=params.get("ef", DEFAULT_EF),
             )
         live = self.ok_ids()
         have = index.ids()

@@ -34,6 +34,25 @@ def as_queries(queries, dim: int) -> np.ndarray:
     return q
 
 
+def as_vectors(vectors, n: int, dim: int) -> np.ndarray:
+    """``n`` vectors as an ``(n, dim)`` float32 array (a 1-d vector is one row); refuses any
+    other shape, even one with as many numbers (reshaping it would mix up rows silently)."""
+    v = np.asarray(vectors, dtype=np.float32)
+    if n == 0 and v.size == 0:
+        return v.reshape(0, dim)
+    if v.ndim == 1:
+        v = v[None, :]
+    if v.shape != (n, dim):
+        raise ValueError(f"expected {n} vectors of {dim} columns, got shape {v.shape}")
+    return v
+
+
+def last_of_each(ids: np.ndarray) -> np.ndarray:
+    """Positions of the last occurrence of each id, in order: where an id repeats, the last wins."""
+    _, last = np.unique(ids[::-1], return_index=True)
+    return np.sort(len(ids) - 1 - last)
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` then rename the temporary file over ``path``.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from snoop_nb.index.base import Index, as_ids, as_queries
+from snoop_nb.index.base import Index, as_ids, as_queries, as_vectors, last_of_each
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -34,11 +34,13 @@ class ExactIndex(Index):
 
     kind = "exact"
 
-    def __init__(self, dim: int, *, chunk: int = 65536):
+    def __init__(self, dim: int, *, chunk: int = 65536, cache_bytes: int = 512 << 20):
         self.dim = dim
         self.chunk = chunk
+        self.cache_bytes = cache_bytes
         self._ids = np.zeros(0, np.int64)
         self._vecs = np.zeros((0, dim), np.float16)
+        self._f32: np.ndarray | None = None  # float32 copy of _vecs, made on the first search
 
     @classmethod
     def from_arrays(cls, ids, vectors) -> ExactIndex:
@@ -52,21 +54,34 @@ class ExactIndex(Index):
             raise ValueError("duplicate ids")
         return idx
 
+    def _blocks(self):
+        """(start, float32 block) over the live vectors. Converting float16 costs 10x the dot
+        products, so a matrix up to ``cache_bytes`` as float32 is converted once and kept."""
+        n = len(self._ids)
+        if self._f32 is None and n * self.dim * 4 <= self.cache_bytes:
+            self._f32 = np.asarray(self._vecs, dtype=np.float32)
+        for start in range(0, n, self.chunk):
+            if self._f32 is not None:
+                yield start, self._f32[start : start + self.chunk]
+            else:
+                yield start, np.asarray(self._vecs[start : start + self.chunk], dtype=np.float32)
+
     def add(self, ids, vectors) -> None:
         ids = as_ids(ids)
-        vecs = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
+        vecs = as_vectors(vectors, len(ids), self.dim)
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
         vecs = (vecs / np.where(norms == 0, 1, norms)).astype(np.float16)
         keep = ~np.isin(self._ids, ids)
-        _, last = np.unique(ids[::-1], return_index=True)  # last occurrence of a repeated id wins
-        pick = np.sort(len(ids) - 1 - last)
+        pick = last_of_each(ids)
         self._ids = np.concatenate([self._ids[keep], ids[pick]])
         self._vecs = np.concatenate([np.asarray(self._vecs[keep]), vecs[pick]])
+        self._f32 = None
 
     def remove(self, ids) -> None:
         keep = ~np.isin(self._ids, as_ids(ids))
         self._ids = self._ids[keep]
         self._vecs = np.asarray(self._vecs[keep])
+        self._f32 = None
 
     def ids(self) -> np.ndarray:
         return np.sort(self._ids)
@@ -78,8 +93,7 @@ class ExactIndex(Index):
         """Cosine similarity of each query with every live vector, (Q, N) float32."""
         q = as_queries(queries, self.dim)
         out = np.empty((q.shape[0], len(self._ids)), np.float32)
-        for start in range(0, len(self._ids), self.chunk):
-            block = np.asarray(self._vecs[start : start + self.chunk], dtype=np.float32)
+        for start, block in self._blocks():
             out[:, start : start + len(block)] = q @ block.T
         return out
 
@@ -90,8 +104,7 @@ class ExactIndex(Index):
         nq = q.shape[0]
         best_pos = np.zeros((nq, 0), np.int64)
         best_val = np.zeros((nq, 0), np.float32)
-        for start in range(0, len(self._ids), self.chunk):
-            block = np.asarray(self._vecs[start : start + self.chunk], dtype=np.float32)
+        for start, block in self._blocks():
             pos, vals = top_k(q @ block.T, k)
             merged_pos = np.concatenate([best_pos, pos + start], axis=1)
             merged_val = np.concatenate([best_val, vals], axis=1)

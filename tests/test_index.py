@@ -1,0 +1,285 @@
+"""The vector indexes: HNSW agrees with exact search, and both keep the Index contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from snoop_nb.index import ExactIndex, HNSWIndex, ProjectedIndex
+from snoop_nb.index.base import atomic_write
+
+DIM = 64
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def clustered(n: int, *, dim: int = DIM, clusters: int = 40, seed: int = 0) -> np.ndarray:
+    """Unit vectors around ``clusters`` random centres, each spread in its own 8-d subspace."""
+    rng = np.random.default_rng(seed)
+    centres = unit(rng.standard_normal((clusters, dim)))
+    bases = rng.standard_normal((clusters, 8, dim)) / np.sqrt(dim)
+    which = rng.integers(0, clusters, n)
+    spread = np.einsum("nr,nrd->nd", rng.standard_normal((n, 8)), bases[which])
+    noise = 0.05 * rng.standard_normal((n, dim)) / np.sqrt(dim)
+    return unit(centres[which] + 0.7 * spread + noise)
+
+
+def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]))
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    vecs = clustered(4200, seed=1)
+    return vecs[:4000], vecs[4000:]  # the queries are held out
+
+
+def projected(dim: int = DIM, **kw) -> ProjectedIndex:
+    """A ProjectedIndex that fits its projection early, so the tests go through the graph."""
+    return ProjectedIndex(dim, project_dim=dim // 2, min_fit=200, threads=2, **kw)
+
+
+@pytest.fixture(params=["exact", "hnsw", "projected"])
+def make_index(request):
+    def make(dim: int = DIM, **kw):
+        if request.param == "exact":
+            return ExactIndex(dim)
+        if request.param == "projected":
+            return projected(dim, **kw)
+        return HNSWIndex(dim, threads=2, **kw)
+
+    return make
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "projected"])
+def test_hnsw_recall_against_exact_on_clustered_vectors(data, kind):
+    base, queries = data
+    ids = np.arange(len(base)) * 3 + 7  # ids need not be row numbers
+    exact = ExactIndex(DIM)
+    exact.add(ids, base)
+    hnsw = HNSWIndex(DIM, threads=2) if kind == "hnsw" else projected()
+    for start in range(0, len(base), 1000):  # the projected one fits on its first 1000
+        hnsw.add(ids[start : start + 1000], base[start : start + 1000])
+    truth, _ = exact.search(queries, 10)
+    found, _ = hnsw.search(queries, 10)
+    assert recall_at_10(found, truth) >= 0.95
+    assert set(found.ravel()) <= set(ids)
+
+
+def test_scores_are_cosine_similarities(make_index, data):
+    base, queries = data
+    idx = make_index()
+    raw = base[:500] * np.random.default_rng(2).uniform(0.5, 3, (500, 1))  # not unit length
+    idx.add(np.arange(500), raw)
+    q = queries[:20] * 4.0
+    ids, scores = idx.search(q, 10)
+    expected = unit(q) @ unit(raw).T
+    np.testing.assert_allclose(scores, np.take_along_axis(expected, ids, axis=1), atol=2e-3)
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
+    exact_top = np.sort(expected, axis=1)[:, ::-1][:, :10]
+    np.testing.assert_allclose(scores[:, 0], exact_top[:, 0], atol=2e-3)
+
+
+def test_removed_ids_are_never_returned(make_index, data):
+    base, queries = data
+    idx = make_index()
+    idx.add(np.arange(1000), base[:1000])
+    first, _ = idx.search(queries[:50], 10)
+    gone = np.unique(first[:, :5])  # the best answers, so a search would want them
+    idx.remove(gone)
+    idx.remove([999_999])  # unknown ids are ignored
+    again, _ = idx.search(queries[:50], 10)
+    assert not np.isin(again, gone).any()
+    assert (again >= 0).all()
+    assert len(idx) == 1000 - len(gone)
+    assert gone[0] not in idx
+    np.testing.assert_array_equal(idx.ids(), np.setdiff1d(np.arange(1000), gone))
+
+
+def test_search_returns_the_survivors_when_most_items_are_removed(make_index, data):
+    base, queries = data
+    idx = make_index()
+    idx.add(np.arange(400), base[:400])
+    idx.remove(np.arange(388))
+    ids, scores = idx.search(queries[:5], 10)
+    assert set(ids.ravel()) <= set(range(388, 400))
+    assert all(len(set(row)) == 10 for row in ids)
+    assert (ids >= 0).all() and np.isfinite(scores).all()
+
+
+def test_readding_a_removed_id_uses_its_new_vector(make_index, data):
+    base, _ = data
+    idx = make_index()
+    idx.add(np.arange(1000), base[:1000])
+    idx.remove([17])
+    new = base[3000]
+    idx.add([17], [new])
+    assert 17 in idx and len(idx) == 1000
+    ids, scores = idx.search(new, 1)
+    assert ids[0, 0] == 17
+    assert scores[0, 0] == pytest.approx(1.0, abs=2e-3)
+    ids, _ = idx.search(base[17], 10)  # the old vector no longer finds it first
+    assert ids[0, 0] != 17
+
+
+def test_replacing_a_live_id_moves_it(make_index, data):
+    base, _ = data
+    idx = make_index()
+    idx.add(np.arange(1000), base[:1000])
+    idx.add([5], [base[3001]])
+    assert len(idx) == 1000
+    assert idx.search(base[3001], 1)[0][0, 0] == 5
+
+
+def test_k_beyond_the_live_count_pads_with_minus_one_and_minus_inf(make_index, data):
+    base, queries = data
+    idx = make_index()
+    ids, scores = idx.search(queries[:2], 4)  # empty
+    assert (ids == -1).all() and np.isneginf(scores).all()
+    idx.add([10, 11, 12], base[:3])
+    idx.remove([11])
+    ids, scores = idx.search(queries[:2], 5)
+    assert ids.shape == scores.shape == (2, 5)
+    assert ids.dtype == np.int64 and scores.dtype == np.float32
+    assert sorted(ids[0, :2].tolist()) == [10, 12]
+    assert (ids[:, 2:] == -1).all() and np.isneginf(scores[:, 2:]).all()
+    assert np.isfinite(scores[:, :2]).all()
+
+
+@pytest.mark.parametrize("cls", [HNSWIndex, ProjectedIndex])
+def test_save_then_load_gives_identical_results_and_keeps_deletions(tmp_path: Path, data, cls):
+    base, queries = data
+    idx = HNSWIndex(DIM, threads=2, ef=48) if cls is HNSWIndex else projected(ef=48)
+    idx.add(np.arange(2000), base[:2000])
+    idx.remove(np.arange(0, 2000, 7))
+    before = idx.search(queries, 10)
+    path = tmp_path / "index.hnsw"
+    idx.save(path)
+    extra = [] if cls is HNSWIndex else ["index.hnsw.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.hnsw", "index.hnsw.json", *extra]
+
+    back = cls.load(path, threads=2)
+    assert back.ef == 48 and back.dim == DIM
+    after = back.search(queries, 10)
+    np.testing.assert_array_equal(before[0], after[0])
+    np.testing.assert_array_equal(before[1], after[1])
+    np.testing.assert_array_equal(back.ids(), idx.ids())
+    assert not np.isin(after[0], np.arange(0, 2000, 7)).any()
+    back.add([0], [base[3002]])  # a deleted id comes back after the reload too
+    assert back.search(base[3002], 1)[0][0, 0] == 0
+
+
+def test_adding_beyond_the_initial_capacity_grows(data):
+    base, _ = data
+    idx = HNSWIndex(DIM, threads=2, capacity=10)
+    for start in range(0, 1000, 300):
+        stop = min(start + 300, 1000)
+        idx.add(np.arange(start, stop), base[start:stop])
+    assert len(idx) == 1000
+    ids, _ = idx.search(base[:1000:50], 1)
+    np.testing.assert_array_equal(ids[:, 0], np.arange(0, 1000, 50))
+
+
+def test_duplicate_ids_in_one_add_keep_the_last_vector(make_index, data):
+    base, _ = data
+    idx = make_index()
+    ids = np.repeat(np.arange(200), 2)  # side by side, so two threads take a pair together
+    vecs = np.empty((400, DIM), np.float32)
+    vecs[0::2], vecs[1::2] = base[:200], base[200:400]
+    idx.add(ids, vecs)
+    assert len(idx) == 200
+    found, scores = idx.search(base[200:400], 1)
+    np.testing.assert_array_equal(found[:, 0], np.arange(200))
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=2e-3)
+
+
+def test_dimension_mismatch_raises_value_error(make_index):
+    idx = make_index(dim=8)
+    with pytest.raises(ValueError):
+        idx.add([1, 2], np.ones((2, 5)))
+    with pytest.raises(ValueError):
+        idx.add([1, 2], np.ones((1, 16)))  # as many numbers, wrong shape
+    idx.add([1], np.ones((1, 8)))
+    with pytest.raises(ValueError):
+        idx.search(np.ones((3, 7)), 1)
+    with pytest.raises(ValueError):
+        idx.add([-1], np.ones((1, 8)))
+
+
+def test_exact_index_from_arrays_uses_the_rows_given(data):
+    base, queries = data
+    vecs = base[:500].astype(np.float16)
+    idx = ExactIndex.from_arrays(np.arange(500) + 100, vecs)
+    ids, _ = idx.search(queries[:3], 5)
+    expected = np.argsort(-(queries[:3] @ vecs.astype(np.float32).T), axis=1)[:, :5] + 100
+    np.testing.assert_array_equal(ids, expected)
+    with pytest.raises(ValueError):
+        ExactIndex.from_arrays([1, 1], vecs[:2])
+
+
+def test_atomic_write_leaves_the_old_file_when_the_writer_raises(tmp_path: Path):
+    path = tmp_path / "index.hnsw"
+    path.write_bytes(b"old contents")
+
+    def failing(tmp: str) -> None:
+        Path(tmp).write_bytes(b"half of the new")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, failing)
+    assert path.read_bytes() == b"old contents"
+    assert [p.name for p in tmp_path.iterdir()] == ["index.hnsw"]  # no temporary file left
+
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(b"new"))
+    assert path.read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["index.hnsw"]
+
+
+def test_projected_index_searches_exactly_until_it_can_fit(data):
+    base, queries = data
+    idx = ProjectedIndex(DIM, project_dim=8, min_fit=300)
+    idx.add(np.arange(299), base[:299])
+    assert idx.projection_ is None
+    truth = ExactIndex.from_arrays(np.arange(299), base[:299].astype(np.float16))
+    np.testing.assert_array_equal(idx.search(queries, 10)[0], truth.search(queries, 10)[0])
+    idx.add([299], base[299:300])
+    assert idx.projection_ is not None and idx.projection_.shape == (DIM, 8)
+
+
+def test_projected_index_rebuilds_a_graph_left_behind_by_a_crash(tmp_path: Path, data):
+    base, queries = data
+    path = tmp_path / "index.hnsw"
+    idx = projected()
+    idx.add(np.arange(1000), base[:1000])
+    idx.save(path)
+    graph = path.read_bytes(), path.with_name("index.hnsw.json").read_bytes()
+    idx.add(np.arange(1000, 2000), base[1000:2000])
+    idx.remove(np.arange(0, 2000, 5))
+    idx.save(path)
+    path.write_bytes(graph[0])  # as if killed after the vectors were written, before the graph
+    path.with_name("index.hnsw.json").write_bytes(graph[1])
+    back = ProjectedIndex.load(path)
+    np.testing.assert_array_equal(back.ids(), idx.ids())
+    found, _ = back.search(queries, 10)
+    assert not np.isin(found, np.arange(0, 2000, 5)).any()
+    truth, _ = ExactIndex.from_arrays(idx.ids(), base[idx.ids()]).search(queries, 10)
+    assert recall_at_10(found, truth) >= 0.95
+
+
+def test_exact_index_forgets_its_float32_copy_when_vectors_change(data):
+    base, _ = data
+    idx = ExactIndex(DIM)
+    idx.add(np.arange(100), base[:100])
+    assert idx.search(base[5], 1)[0][0, 0] == 5  # the float32 copy is made here
+    idx.add([5], [base[200]])
+    assert idx.search(base[200], 1)[0][0, 0] == 5
+    idx.remove([5])
+    assert idx.search(base[200], 1)[0][0, 0] != 5
+    small = ExactIndex(DIM, cache_bytes=0)  # never copies: same answers
+    small.add(idx.ids(), base[idx.ids()])
+    np.testing.assert_array_equal(small.search(base[:20], 5)[0], idx.search(base[:20], 5)[0])
