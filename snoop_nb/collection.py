@@ -137,8 +137,16 @@ class Collection:
         return self._embedder
 
     def __len__(self) -> int:
-        (n,) = self._db.execute("SELECT count(*) FROM items WHERE status = 'ok'").fetchone()
-        return int(n)
+        return int(self.ok_ids().size)
+
+    def is_live(self, ids) -> np.ndarray:
+        """A boolean mask: which of ``ids`` are live items (binary search in the cached ids)."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        live = self.ok_ids()
+        if live.size == 0:
+            return np.zeros(ids.size, bool)
+        pos = np.minimum(np.searchsorted(live, ids), live.size - 1)
+        return live[pos] == ids
 
     def __repr__(self) -> str:
         return f"<Collection {self.root} items={len(self)} embedder={self.embedder_id}>"

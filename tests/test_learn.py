@@ -61,7 +61,7 @@ def test_cross_validated_quality_on_real_labels(col):
     s.label(ids_of(col, "coffee"), 1)
     s.label(ids_of(col, "astronaut") + ids_of(col, "camera"), -1)
     m = s.train()
-    assert m.quality["negatives"] == "labelled" and m.quality["cv_folds"] == 5
+    assert m.quality["negatives"] == "labelled" and m.quality["cv_folds"] == 3
     assert m.quality["average_precision"] > 0.9
 
 
@@ -131,6 +131,6 @@ def test_train_function_follows_the_estimator_contract():
     neg = rng.normal(-1, 0.3, (10, 8)).astype(np.float32)
     m = train(pos, neg)
     assert m.weights.shape == (8,) and (m.decision(pos) > 0).all() and (m.decision(neg) < 0).all()
-    assert m.quality["cv_folds"] == 5 and m.quality["balanced_accuracy"] == 1.0
+    assert m.quality["cv_folds"] == 3 and m.quality["balanced_accuracy"] == 1.0
     with pytest.raises(UsageError, match="pseudo-negatives"):
         train(pos, neg[:0])

@@ -50,7 +50,7 @@ def train(
     C: float = 1.0,
     seed: int = 0,
     estimator=None,
-    cv_folds: int = 5,
+    cv_folds: int = 3,
 ) -> TrainedModel:
     """Fit a classifier on positives, negatives and optional pseudo-negatives.
 
@@ -96,7 +96,7 @@ def train(
     return TrainedModel(w, b, n_pos, n_neg, len(pseudo), params, quality)
 
 
-def cross_validate(pos, neg, pseudo, estimator, *, folds: int = 5, seed: int = 0) -> dict[str, Any]:
+def cross_validate(pos, neg, pseudo, estimator, *, folds: int = 3, seed: int = 0) -> dict[str, Any]:
     """Stratified k-fold estimates (average precision, balanced accuracy) on the real labels.
 
     With only positives, the held-out negatives are held-out pseudo-negatives, said so in

@@ -80,7 +80,7 @@ class FeedbackSession:
         """Mark items relevant (+1), not relevant (-1) or unlabelled (0); committed at once."""
         ids = [int(ids)] if np.isscalar(ids) else [int(i) for i in ids]
         if ids:
-            unknown = np.asarray(ids)[~np.isin(ids, self.col.ok_ids())]
+            unknown = np.asarray(ids)[~self.col.is_live(ids)]
             if unknown.size:
                 raise UsageError(f"no item with id {int(unknown[0])} in this collection")
         return self.kb.label(self.user, self.ref.name, ids, value, source=source)
@@ -96,8 +96,7 @@ class FeedbackSession:
     def _labelled(self) -> tuple[np.ndarray, np.ndarray]:
         """Ids of live positives and negatives (labels of deleted items are kept, not used)."""
         lab = self.labels()
-        live = self.col.ok_ids()
-        lab = lab[np.isin(lab["item_id"].to_numpy(), live)]
+        lab = lab[self.col.is_live(lab["item_id"].to_numpy())]
         pos = lab.loc[lab["value"] > 0, "item_id"].to_numpy(np.int64)
         neg = lab.loc[lab["value"] < 0, "item_id"].to_numpy(np.int64)
         return pos, neg
@@ -138,9 +137,20 @@ class FeedbackSession:
         if want <= 0:
             return np.zeros(0, np.int64)
         live = self.col.ok_ids()
-        pool = live[~np.isin(live, np.concatenate([pos, neg]))]
+        labelled = np.concatenate([pos, neg])
+        want = min(want, live.size - labelled.size)
+        if want <= 0:
+            return np.zeros(0, np.int64)
         rng = np.random.default_rng(self.seed + len(pos) + len(neg))
-        return np.sort(rng.choice(pool, size=min(want, len(pool)), replace=False))
+        # draw positions at random and drop labelled items: no pass over the whole corpus
+        drawn = np.zeros(0, np.int64)
+        while drawn.size < want:
+            extra = rng.choice(
+                live.size, size=min(live.size, 2 * want + labelled.size), replace=False
+            )
+            cand = np.setdiff1d(live[extra], labelled)
+            drawn = np.union1d(drawn, cand)
+        return np.sort(rng.choice(drawn, size=want, replace=False))
 
     def model(self) -> ModelRecord | None:
         """The latest trained version of this class, if any."""
