@@ -587,7 +587,7 @@ PIECES = (
     ("train: draw pseudo-negatives", None),
     ("train: vectors_of labels + pseudo", None),
     ("train: classifier fit only (cv_folds=0)", None),
-    ("train: classifier fit + 5-fold CV (default)", None),
+    ("train: classifier fit + CV (default folds)", None),
     ("train: KB save_model", None),
     ("rank: current model from KB", None),
     ("rank: len(col), rank(exact=None)'s choice", None),

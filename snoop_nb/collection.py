@@ -111,6 +111,7 @@ class Collection:
         self._embedder = embedder
         self._index: Index | None = None
         self._ok_ids: tuple[str, np.ndarray] | None = None
+        self._vectors: tuple[tuple[int, int, int], np.ndarray] | None = None
         self._exact: tuple[str, Index] | None = None
         self._kb = None
         self._db = _connect(root / "catalog.sqlite")
@@ -176,13 +177,20 @@ class Collection:
         path = self.root / "vectors.f16"
         if n == 0:
             return np.zeros((0, self.dim), np.float16)
-        have = path.stat().st_size if path.exists() else 0
+        st = path.stat() if path.exists() else None
+        have = st.st_size if st else 0
         if have < n * self.dim * 2:
             raise CollectionError(
                 f"{path} holds {have // (2 * self.dim)} rows but the catalog has {n}: "
                 "the collection is damaged (was vectors.f16 replaced?); re-index it"
             )
-        return np.memmap(path, dtype=np.float16, mode="r", shape=(n, self.dim))
+        # One map per (rows, file): a new map faults every page in again on its first scan
+        # (about 15 ms per 100k rows), so it is kept while the catalog and the file stay put.
+        key = (n, st.st_ino, st.st_dev)
+        if self._vectors is None or self._vectors[0] != key:
+            mm = np.memmap(path, dtype=np.float16, mode="r", shape=(n, self.dim))
+            self._vectors = (key, mm)
+        return self._vectors[1]
 
     def vectors_of(self, ids: Iterable[int]) -> np.ndarray:
         """The vectors of ``ids`` as float32 rows."""
