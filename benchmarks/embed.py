@@ -236,17 +236,10 @@ def _plain_copy(net: Any, device: str) -> Any:
 
     import torch
 
+    from snoop_nb.embed.efficientnet import pooled_features
+
     net = copy.deepcopy(net).to(device).to(memory_format=torch.contiguous_format).eval()
-
-    class Features(torch.nn.Module):
-        def __init__(self, module: torch.nn.Module):
-            super().__init__()
-            self.module = module
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.module.forward_head(self.module.forward_features(x), pre_logits=True)
-
-    return Features(net)
+    return pooled_features(net)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -104,8 +105,6 @@ def _version() -> str:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    import os
-
     from snoop_nb.collection import open_collection
 
     missing = [p for p in args.paths if not os.path.lexists(p)]

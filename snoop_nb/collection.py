@@ -629,17 +629,7 @@ def open_collection(
         )
     if root.exists() and not root.is_dir():
         raise CollectionError(f"{root} exists and is not a directory")
-    if root.exists() and any(
-        p.name
-        not in {
-            "catalog.sqlite",
-            "catalog.sqlite-wal",
-            "catalog.sqlite-shm",
-            ".writer.lock",
-            "vectors.f16",
-        }
-        for p in root.iterdir()
-    ):
+    if root.exists() and any(p.name not in _OWN_FILES for p in root.iterdir()):
         raise CollectionError(f"{root} is not empty and not a snoop-nb collection")
     if embedder is None:
         from snoop_nb.embed import load_embedder
@@ -666,12 +656,18 @@ def open_collection(
     }
     # A half-made collection (killed before the manifest was written) holds no committed
     # batch: start its catalog and vectors afresh, then write the manifest last.
-    for leftover in ("catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm", "vectors.f16"):
+    for leftover in _OWN_FILES - {".writer.lock"}:
         (root / leftover).unlink(missing_ok=True)
     _connect(root / "catalog.sqlite").close()
     (root / "vectors.f16").touch()
     atomic_write(manifest_path, lambda t: Path(t).write_text(json.dumps(manifest, indent=2)))
     return Collection(root, manifest, embedder)
+
+
+#: What a half-made collection (killed before its manifest was written) may hold.
+_OWN_FILES = frozenset(
+    {"catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm", ".writer.lock", "vectors.f16"}
+)
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

@@ -403,6 +403,21 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1)
 
 
+def pooled_features(net: Any) -> Any:
+    """A module around a timm network that returns its pooled features (before the classifier)."""
+    import torch
+
+    class PooledFeatures(torch.nn.Module):
+        def __init__(self, module: torch.nn.Module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.module.forward_head(self.module.forward_features(x), pre_logits=True)
+
+    return PooledFeatures(net)
+
+
 def _build_model(path: Path) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
     """timm's efficientnet_lite0 with the packaged weights: (feature extractor, (W, b)).
 
@@ -442,14 +457,4 @@ def _build_model(path: Path) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
         classifier.bias.detach().float().numpy().copy(),
     )
 
-    class Features(torch.nn.Module):
-        """The pooled 1280-d features before the classifier."""
-
-        def __init__(self, module: torch.nn.Module):
-            super().__init__()
-            self.module = module
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.module.forward_head(self.module.forward_features(x), pre_logits=True)
-
-    return Features(net).eval(), head
+    return pooled_features(net).eval(), head
