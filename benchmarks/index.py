@@ -3,6 +3,7 @@
     python benchmarks/index.py --real /tmp/idx_demo/real.npy              # 100k and 1M
     python benchmarks/index.py --collection DIR --sizes 100000 --json out.json
     python benchmarks/index.py --real real.npy --quick                     # a smoke run, < 1 min
+    python benchmarks/index.py --sizes 100000 --collection-kinds hnsw-pca,hnsw  # + collections
 
 Without ``--real``/``--collection`` it uses the demo collection (``make demo``) if there is one.
 
@@ -44,9 +45,21 @@ Method
   over the queries.
 - bytes/vec: the saved index files' size / n; ``+f16 store`` adds the ``2 * dim`` bytes of the
   float16 vectors a collection keeps anyway.
-- ``hnsw+pcaP``: HNSW (cosine) over a P-d PCA projection (uncentred, fitted on up to 20,000
-  rows), then an exact re-score of the ``ef`` candidates with the full float16 vectors
-  (``snoop_nb.index.ProjectedIndex`` when the library has it, else the prototype here).
+- ``hnsw+pcaP``: ``snoop_nb.index.ProjectedIndex``: HNSW (cosine) over a P-d PCA projection
+  (uncentred, fitted on up to 20,000 rows), then an exact re-score of the ``ef`` candidates with
+  the full float16 vectors, read from the benchmark's own float16 matrix as from an external
+  store (``vectors=``: no copy, row i = id i), the way a collection reads its ``vectors.f16``.
+  Its bytes/vec are the graph, the projection and the id table (``index.hnsw.npz``).
+- ``collection:KIND`` (``--collection-kinds``, synthetic sets only): the whole collection path.
+  The vectors are written as a collection on disk (``manifest.json`` whose ``index`` entry has
+  that kind and ``--M``/``--ef-construction``/``--project-dim``; ``catalog.sqlite`` with one
+  ``ok`` item per row; ``vectors.f16``) in a temporary folder, then ``Collection.sync_index``
+  builds the index from the memory-mapped vectors (timed: ``build``) and saves it (``save s``);
+  a fresh ``open_collection`` then loads it (``load s``), and the queries go to ``col.index``.
+  The build uses the collection's own threads (hnswlib on every usable core: 2 here); its cpu
+  rate, like the others', divides the CPU seconds by 2, which flatters the parts that run on one
+  thread (reading the vectors, converting them, the projection's fit): trust the wall rate on an
+  idle machine and read the load average that is printed with it.
 """
 
 from __future__ import annotations
@@ -56,10 +69,11 @@ import gc
 import json
 import os
 import resource
+import sqlite3
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -67,12 +81,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import format_table, machine_info, write_json
 
-from snoop_nb.index import ExactIndex, HNSWIndex
-
-try:  # proposed: HNSW over a PCA projection, re-scored (else the prototype below)
-    from snoop_nb.index import ProjectedIndex
-except ImportError:
-    ProjectedIndex = None
+from snoop_nb.index import ExactIndex, HNSWIndex, ProjectedIndex
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_COLLECTION = ROOT / "data" / "demo" / "collection"
@@ -97,6 +106,8 @@ COLUMNS = [
     "bytes/vec",
     "+f16 store",
 ]
+
+COLLECTION_COLUMNS = ["data", "n", "index", "build /s", "cpu build /s", "save s", "load s"]
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -245,6 +256,14 @@ def time_single(
     return done, clock
 
 
+def one_search_thread(idx) -> None:
+    """Search on one thread from here on (a projected index before its fit has no graph)."""
+    graph = getattr(idx, "_graph", idx)
+    if isinstance(graph, HNSWIndex):
+        graph.threads = 1
+        graph._index.set_num_threads(1)
+
+
 def file_size(save) -> int:
     with tempfile.TemporaryDirectory(
         prefix="idx_bench_", dir=os.environ.get("TMPDIR", "/tmp")
@@ -253,55 +272,132 @@ def file_size(save) -> int:
         return sum(f.stat().st_size for f in Path(d).iterdir())  # the file and its sidecars
 
 
-#: float16 bit pattern -> float32: a table lookup is branch-free, where numpy's float16 cast
-#: slows down on the many zeros and tiny values of real embeddings.
-F16_TO_F32 = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+# --- collections ---------------------------------------------------------------------------
+def write_collection(root: Path, base: np.ndarray, index: dict, embedder: dict) -> None:
+    """``base`` as a collection on disk: one ``ok`` item per row, the given manifest entries."""
+    from snoop_nb.collection import FORMAT, FORMAT_VERSION, open_collection
+
+    root.mkdir(parents=True)
+    np.ascontiguousarray(base, np.float16).tofile(root / "vectors.f16")
+    manifest = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "embedder": embedder,
+        "dim": base.shape[1],
+        "metric": "cosine",
+        "dtype": "float16",
+        "index": index,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    open_collection(root).close()  # creates the catalog's tables
+    now = time.time()
+    with closing(sqlite3.connect(root / "catalog.sqlite")) as db, db:
+        db.executemany(
+            "INSERT INTO items (id, path, uri, status, added) VALUES (?, ?, ?, 'ok', ?)",
+            (
+                (i, f"/synthetic/{i:08d}.png".encode(), f"/synthetic/{i:08d}.png", now)
+                for i in range(len(base))
+            ),
+        )
+        db.execute(
+            "INSERT OR REPLACE INTO state (key, value) VALUES ('rows', ?)", (str(len(base)),)
+        )
+        db.execute("INSERT OR REPLACE INTO state (key, value) VALUES ('generation', '1')")
 
 
-class ProjectedHNSW:
-    """HNSW over a PCA projection, then an exact re-score of the candidates: the prototype of
-    ``snoop_nb.index.ProjectedIndex``, measured when the library has none."""
+def bench_collection(
+    kind, base, queries, truth, args, common, baselines
+) -> tuple[list[dict], dict]:
+    """Rows for one collection of ``base`` with a ``kind`` index (see ``collection:KIND``)."""
+    from snoop_nb.collection import open_collection
 
-    def __init__(self, dim: int, project_dim: int, M: int, ef_construction: int, threads: int):
-        self.dim, self.project_dim = dim, project_dim
-        self.M, self.ef_construction, self.threads = M, ef_construction, threads
-        self.ef = 64
+    n = len(base)
+    index = {"kind": kind, "M": args.M, "ef_construction": args.ef_construction}
+    if kind == "hnsw-pca":
+        index["project_dim"] = args.project_dim
+    name = f"collection:{kind}"
+    facts: dict = {"index": name, "manifest_index": index}
+    with tempfile.TemporaryDirectory(
+        prefix="idx_bench_col_", dir=os.environ.get("TMPDIR", "/tmp")
+    ) as d:
+        root = Path(d) / "col"
+        write_collection(root, base, index, args.embedder)
+        gc.collect()
+        facts["load_before"] = list(os.getloadavg())
+        col = open_collection(root)
+        with Clock() as build:
+            col.sync_index(save=False)
+        with Clock() as save:
+            col.sync_index(save=True)
+        facts["load_after"] = list(os.getloadavg())
+        col.close()
+        del col
+        gc.collect()
+        col = open_collection(root)
+        with Clock() as load:
+            idx = col.index
+        files = ("index.hnsw", "index.hnsw.json", "index.hnsw.npz")
+        size = sum((root / f).stat().st_size for f in files if (root / f).exists())
+        one_search_thread(idx)
+        facts.update(
+            build_seconds=build.wall,
+            build_cpu_seconds=build.cpu,
+            save_seconds=save.wall,
+            load_seconds=load.wall,
+            index_bytes=size,
+            repaired_on_load=bool(idx.repaired_on_load),
+        )
+        print(
+            f"  {name}: sync_index built at {n / build.wall:,.0f}/s wall, "
+            f"{n / build.cpu * BUILD_THREADS:,.0f}/s cpu-based; saved in {save.wall:.1f} s, "
+            f"loaded in {load.wall:.1f} s; load average {facts['load_before']} -> "
+            f"{facts['load_after']}",
+            flush=True,
+        )
+        rows = search_rows(name, idx, n, queries, truth, args, common, baselines, build, size)
+        for r in rows:
+            r.update({"save s": save.wall, "load s": load.wall})
+        col.close()
+    return rows, facts
 
-    def build(self, vectors: np.ndarray, rng: np.random.Generator) -> None:
-        import hnswlib
 
-        pick = np.sort(rng.choice(len(vectors), min(len(vectors), 20000), replace=False))
-        sample = np.asarray(vectors[pick], np.float32)
-        _, eigvecs = np.linalg.eigh(sample.T @ sample)  # ascending eigenvalues
-        self.projection = np.ascontiguousarray(eigvecs[:, ::-1][:, : self.project_dim])
-        self.vectors = vectors
-        # Cosine, not inner product, between projections: a metric-like space builds a better
-        # graph (recall@10 0.999 against 0.995 at ef=32 on 50k synthetic vectors).
-        self.index = hnswlib.Index(space="cosine", dim=self.project_dim)
-        self.index.init_index(len(vectors), ef_construction=self.ef_construction, M=self.M)
-        for start in range(0, len(vectors), ADD_CHUNK):
-            block = np.asarray(vectors[start : start + ADD_CHUNK], np.float32) @ self.projection
-            self.index.add_items(
-                block, np.arange(start, start + len(block)), num_threads=self.threads
-            )
-
-    def search(self, queries: np.ndarray, k: int = K) -> tuple[np.ndarray, np.ndarray]:
-        q = normalise(np.asarray(queries, np.float32))
-        self.index.set_ef(max(self.ef, k))
-        cand, _ = self.index.knn_query(q @ self.projection, k=max(self.ef, k), num_threads=1)
-        cand = cand.astype(np.int64)
-        ids = np.empty((len(q), k), np.int64)
-        scores = np.empty((len(q), k), np.float32)
-        for s in range(0, len(q), 64):
-            rows = np.take(F16_TO_F32, self.vectors[cand[s : s + 64]].view(np.uint16))
-            sims = (rows @ q[s : s + 64, :, None])[:, :, 0]
-            top = np.argsort(-sims, axis=1)[:, :k]
-            ids[s : s + 64] = np.take_along_axis(cand[s : s + 64], top, axis=1)
-            scores[s : s + 64] = np.take_along_axis(sims, top, axis=1)
-        return ids, scores
-
-    def save(self, path: Path) -> None:
-        self.index.save_index(str(path))
+def search_rows(name, idx, n, queries, truth, args, common, baselines, build, size) -> list[dict]:
+    """One row per ``ef``: recall and query rates of a built index."""
+    exact_1q_cpu, f32_1q_cpu = baselines
+    dim = common["dim"]
+    rows = []
+    for ef in args.ef_list:
+        idx.ef = ef
+        with one_blas_thread():
+            with Clock() as batch:
+                found, _ = idx.search(queries, K)
+            done, single = time_single(lambda q, idx=idx: idx.search(q, K), queries, args.budget)
+        rows.append(
+            {
+                **common,
+                "index": name,
+                "impl": type(idx).__name__,
+                "ef": ef,
+                "recall@10": recall_at_k(found, truth),
+                "qps 1q": done / single.wall,
+                "cpu qps 1q": done / single.cpu,
+                "x exact": done / single.cpu / exact_1q_cpu,
+                "x f32": done / single.cpu / f32_1q_cpu,
+                "qps batch": len(queries) / batch.wall,
+                "cpu qps batch": len(queries) / batch.cpu,
+                "build /s": n / build.wall,
+                "cpu build /s": n / build.cpu * BUILD_THREADS,
+                "bytes/vec": size / n,
+                "+f16 store": size / n + 2 * dim,
+            }
+        )
+        r = rows[-1]
+        print(
+            f"  {name} ef={ef}: recall {r['recall@10']:.4f}, {r['cpu qps 1q']:,.0f} q/s cpu-based",
+            flush=True,
+        )
+    return rows
 
 
 def bench_one(
@@ -389,7 +485,7 @@ def bench_one(
                 )
                 for start in range(0, n, ADD_CHUNK):
                     idx.add(ids[start : start + ADD_CHUNK], base[start : start + ADD_CHUNK])
-            elif ProjectedIndex is not None:  # the library's own, once it has one
+            else:  # reading the benchmark's matrix as a collection reads its vectors.f16
                 idx = ProjectedIndex(
                     dim,
                     project_dim=args.project_dim,
@@ -397,57 +493,31 @@ def bench_one(
                     ef_construction=args.ef_construction,
                     threads=BUILD_THREADS,
                     capacity=n,
+                    vectors=base,
                 )
                 for start in range(0, n, ADD_CHUNK):
                     idx.add(ids[start : start + ADD_CHUNK], base[start : start + ADD_CHUNK])
-            else:
-                idx = ProjectedHNSW(
-                    dim, args.project_dim, args.M, args.ef_construction, BUILD_THREADS
-                )
-                idx.build(base, np.random.default_rng(args.seed))
-        graph = getattr(idx, "_graph", idx)  # searched on one thread from here on
-        if isinstance(graph, HNSWIndex):
-            graph.threads = 1
-            graph._index.set_num_threads(1)
-        size = file_size(idx.save) + getattr(idx, "projection", np.zeros(0)).nbytes
+        one_search_thread(idx)
+        size = file_size(idx.save)
         print(
             f"  {name}: built at {n / build.wall:,.0f}/s wall, "
             f"{n / build.cpu * BUILD_THREADS:,.0f}/s cpu-based",
             flush=True,
         )
-        for ef in args.ef_list:
-            idx.ef = ef
-            with one_blas_thread():
-                with Clock() as batch:
-                    found, _ = idx.search(queries, K)
-                done, single = time_single(
-                    lambda q, idx=idx: idx.search(q, K), queries, args.budget
-                )
-            rows.append(
-                {
-                    **common,
-                    "index": name,
-                    "impl": type(idx).__name__,
-                    "ef": ef,
-                    "recall@10": recall_at_k(found, truth),
-                    "qps 1q": done / single.wall,
-                    "cpu qps 1q": done / single.cpu,
-                    "x exact": done / single.cpu / exact_1q_cpu,
-                    "x f32": done / single.cpu / f32_1q_cpu,
-                    "qps batch": len(queries) / batch.wall,
-                    "cpu qps batch": len(queries) / batch.cpu,
-                    "build /s": n / build.wall,
-                    "cpu build /s": n / build.cpu * BUILD_THREADS,
-                    "bytes/vec": size / n,
-                    "+f16 store": size / n + 2 * dim,
-                }
-            )
-            r = rows[-1]
-            print(
-                f"  {name} ef={ef}: recall {r['recall@10']:.4f}, {r['cpu qps 1q']:,.0f} q/s cpu-based",
-                flush=True,
-            )
+        rows += search_rows(
+            name, idx, n, queries, truth, args, common, (exact_1q_cpu, f32_1q_cpu), build, size
+        )
         del idx
+    if label != "real":
+        for kind in args.collection_kinds:
+            if kind == "hnsw-pca" and not 0 < args.project_dim < dim:
+                continue
+            gc.collect()
+            r, facts = bench_collection(
+                kind, base, queries, truth, args, common, (exact_1q_cpu, f32_1q_cpu)
+            )
+            rows += r
+            stats.setdefault("collections", []).append(facts)
     return rows, stats
 
 
@@ -466,6 +536,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ef-construction", type=int, default=200)
     p.add_argument("--ef-list", default="16,32,64,128,256")
     p.add_argument("--project-dim", type=int, default=256, help="0 skips the hnsw+pca rows")
+    p.add_argument(
+        "--collection-kinds",
+        default="hnsw-pca",
+        help="index kinds to build through Collection.sync_index on the synthetic sets "
+        "(comma-separated: hnsw-pca, hnsw; empty skips)",
+    )
     p.add_argument("--budget", type=float, default=10.0, help="seconds per single-query timing")
     p.add_argument("--exact-budget", type=float, default=30.0, help="same, for exact search")
     p.add_argument("--seed", type=int, default=0)
@@ -481,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         args.collection = str(DEMO_COLLECTION)
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
     args.ef_list = [int(s) for s in args.ef_list.split(",") if s]
+    args.collection_kinds = [s for s in args.collection_kinds.split(",") if s]
     started = time.time()
     info = machine_info(("numpy", "hnswlib", "threadpoolctl", "snoop-nb"))
 
@@ -492,6 +569,11 @@ def main(argv: list[str] | None = None) -> int:
     if real is None:
         print("no real embeddings (--real, --collection, or make demo): the seed is synthetic")
     seed = real if real is not None else synthetic_seed(args.dim or 1280, rng)
+    args.embedder = {"id": f"synthetic-{seed_kind}", "name": None, "dim": seed.shape[1]}
+    if args.collection:
+        args.embedder = json.loads((Path(args.collection) / "manifest.json").read_text())[
+            "embedder"
+        ]
     rows: list[dict] = []
     datasets: list[dict] = []
 
@@ -528,6 +610,12 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(format_table(rows, COLUMNS))
+    built = {(r["data"], r["n"], r["index"]): r for r in rows if r["index"].startswith("coll")}
+    if built:
+        print(
+            "\nCollection.sync_index from vectors.f16 (build: without the save; save, load: wall s)"
+        )
+        print(format_table(list(built.values()), COLLECTION_COLUMNS))
     print(
         "qps: one core (hnswlib num_threads=1, BLAS 1 thread), wall clock; cpu qps: the same "
         "from process CPU time (what an idle core gives; trust it on a busy machine).\n"

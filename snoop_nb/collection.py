@@ -2,17 +2,28 @@
 
 One directory, self-describing and safe to copy::
 
-    manifest.json    format version, embedder (id, name, weights digest), dimension, metric
+    manifest.json    format version, embedder (id, name, weights digest), dimension, metric,
+                     index kind and parameters
     catalog.sqlite   items (id, uri, kind, size, digest, status, error, metadata...), WAL mode
     vectors.f16      L2-normalised float16 rows; row i is item id i
-    index.hnsw       hnswlib graph (+ index.hnsw.json), written to a temp file and renamed
+    index.hnsw       hnswlib graph (+ index.hnsw.json: deleted ids, projection id)
+    index.hnsw.npz   "hnsw-pca" only: the PCA projection and the indexed ids (no vectors)
+
+The manifest's ``index.kind`` names the index. ``hnsw-pca``, the default above 256 dimensions,
+is a graph over a PCA projection of the vectors (``project_dim``, fitted once ``min_fit`` items
+are in; search is exact until then) whose candidates are re-scored from ``vectors.f16``, so
+the vectors are stored once. ``hnsw``, the default at 256 dimensions or fewer and the kind of
+collections made before ``hnsw-pca``, is a graph over the full vectors. Every index file is
+written to a temp file and renamed, and a graph is never paired with a projection it was not
+built with.
 
 Adding is incremental and resumable. Each batch is made durable in two steps: its vectors are
 appended and fsync'ed, then its catalog rows (with the new row count) are committed in one
 transaction. The catalog is the truth: vector rows past its count are the trace of a run killed
-in between and are cut off; an index that lags the catalog (killed before it was saved) is
-brought up to date from the vectors. So a run killed at any moment and run again ends with every
-file catalogued exactly once and an index that matches the catalog.
+in between and are cut off; an index that lags the catalog (killed before it was saved, or
+between two of its files) is brought up to date from the vectors. So a run killed at any moment
+and run again ends with every file catalogued exactly once and an index that matches the
+catalog.
 
 >>> col = open_collection("photos.snoop", create=True)   # doctest: +SKIP
 >>> col.add(["~/Pictures"])                                # doctest: +SKIP
@@ -27,6 +38,7 @@ import json
 import os
 import sqlite3
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +61,9 @@ FORMAT_VERSION = 1
 EXACT_SEARCH_BELOW = 20_000
 #: Save the HNSW index at least this often (seconds) during a long run.
 INDEX_SAVE_EVERY = 300.0
+#: New collections of more dimensions than this get an ``hnsw-pca`` index (``hnsw`` otherwise).
+PROJECT_ABOVE_DIM = 256
+INDEX_KINDS = ("hnsw", "hnsw-pca")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -192,6 +207,15 @@ class Collection:
             self._vectors = (key, mm)
         return self._vectors[1]
 
+    def _vector_rows(self, rows: np.ndarray) -> np.ndarray:
+        """float16 rows by number: the store the ``hnsw-pca`` index re-scores from. Rows never
+        change once committed, so the memory map at hand serves every row it holds; a new one
+        is taken only for rows past it (this keeps the catalog out of each search)."""
+        held = self._vectors
+        if held is None or (rows.size and int(rows.max()) >= len(held[1])):
+            return self.vectors[rows]
+        return held[1][rows]
+
     def vectors_of(self, ids: Iterable[int]) -> np.ndarray:
         """The vectors of ``ids`` as float32 rows."""
         ids = np.asarray(list(ids), dtype=np.int64)
@@ -270,6 +294,15 @@ class Collection:
             raise UsageError(f"no item with id {item_id}")
         return df.iloc[0].to_dict()
 
+    def paths(self, ids: Iterable[int]) -> dict[int, Path]:
+        """The source file of each known item, by id (the exact path, undecodable bytes kept)."""
+        id_list = [int(i) for i in ids]
+        rows = self._db.execute(
+            "SELECT id, path FROM items WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(id_list),),
+        ).fetchall()
+        return {int(i): Path(os.fsdecode(bytes(p))) for i, p in rows}
+
     def errors(self) -> list[dict[str, str]]:
         """The files that could not be read: ``[{"uri": ..., "reason": ...}]``."""
         rows = self._db.execute(
@@ -280,7 +313,7 @@ class Collection:
     def info(self) -> dict[str, Any]:
         """A summary: counts, errors, model, dimension, index (what ``snoop info`` prints)."""
         emb = self.manifest["embedder"]
-        idx = self.root / "index.hnsw"
+        files = [self.root / name for name in ("index.hnsw", "index.hnsw.npz")]
         return {
             "path": str(self.root),
             "items": len(self),
@@ -291,8 +324,9 @@ class Collection:
             "dim": self.dim,
             "metric": self.manifest.get("metric", "cosine"),
             "index": {
+                "kind": "hnsw",  # manifests that name no kind predate hnsw-pca
                 **self.manifest.get("index", {}),
-                "bytes": idx.stat().st_size if idx.exists() else 0,
+                "bytes": sum(f.stat().st_size for f in files if f.exists()),
             },
             "vectors_bytes": self.rows * self.dim * 2,
             "format_version": self.manifest.get("version"),
@@ -513,27 +547,32 @@ class Collection:
         return self._exact[1]
 
     def sync_index(self, *, save: bool = True) -> Index:
-        """Make the HNSW index hold exactly the catalog's live items; save it if asked."""
-        from snoop_nb.index import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M, HNSWIndex
+        """Make the index hold exactly the catalog's live items; save it if asked.
 
+        The manifest's ``index`` entry chooses the kind and its parameters (see the module
+        docstring); saved files are loaded, and rebuilt when they cannot be read.
+        """
         path = self.root / "index.hnsw"
-        params = self.manifest.get("index", {})
+        params = {"kind": "hnsw", **self.manifest.get("index", {})}
+        kind = params["kind"]
+        if kind not in INDEX_KINDS:
+            raise CollectionError(
+                f"{self.root}: unknown index kind {kind!r} in manifest.json (this snoop-nb "
+                f"knows {', '.join(INDEX_KINDS)}); upgrade snoop-nb or fix the manifest"
+            )
+        # the file every save of this kind writes
+        saved = path.with_name(path.name + ".npz") if kind == "hnsw-pca" else path
         index = self._index
-        if index is None and path.exists():
+        if index is None and saved.exists():
             try:
-                index = HNSWIndex.load(path)
-            except (OSError, RuntimeError, ValueError, KeyError) as e:
+                index = self._load_index(kind, path)
+            except (OSError, RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as e:
                 import warnings
 
                 warnings.warn(f"rebuilding unreadable index {path}: {e}", stacklevel=2)
                 index = None
-        if index is None or index.dim != self.dim:
-            index = HNSWIndex(
-                self.dim,
-                M=params.get("M", DEFAULT_M),
-                ef_construction=params.get("ef_construction", DEFAULT_EF_CONSTRUCTION),
-                ef=params.get("ef", DEFAULT_EF),
-            )
+        if index is None or index.dim != self.dim or index.kind != kind:
+            index = self._new_index(params)
         live = self.ok_ids()
         have = index.ids()
         missing = np.setdiff1d(live, have, assume_unique=True)
@@ -546,10 +585,42 @@ class Collection:
             for start in range(0, missing.size, 65536):
                 chunk = missing[start : start + 65536]
                 index.add(chunk, np.asarray(vecs[chunk], dtype=np.float32))
-        if save and (changed or not path.exists()):
+        if save and (changed or not saved.exists() or index.repaired_on_load):
             index.save(path)
         self._index = index
         return index
+
+    def _new_index(self, params: dict[str, Any]) -> Index:
+        from snoop_nb.index import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M, HNSWIndex
+        from snoop_nb.index.projected import (
+            DEFAULT_FIT_SAMPLE,
+            DEFAULT_MIN_FIT,
+            DEFAULT_PROJECT_DIM,
+            ProjectedIndex,
+        )
+
+        graph = {
+            "M": params.get("M", DEFAULT_M),
+            "ef_construction": params.get("ef_construction", DEFAULT_EF_CONSTRUCTION),
+            "ef": params.get("ef", DEFAULT_EF),
+        }
+        if params["kind"] == "hnsw":
+            return HNSWIndex(self.dim, **graph)
+        return ProjectedIndex(
+            self.dim,
+            project_dim=params.get("project_dim", DEFAULT_PROJECT_DIM),
+            min_fit=params.get("min_fit", DEFAULT_MIN_FIT),
+            fit_sample=params.get("fit_sample", DEFAULT_FIT_SAMPLE),
+            vectors=self._vector_rows,
+            **graph,
+        )
+
+    def _load_index(self, kind: str, path: Path) -> Index:
+        from snoop_nb.index import HNSWIndex, ProjectedIndex
+
+        if kind == "hnsw":
+            return HNSWIndex.load(path)
+        return ProjectedIndex.load(path, vectors=self._vector_rows)
 
     # --- search -------------------------------------------------------------------------
     def search(
@@ -586,13 +657,18 @@ def open_collection(
     pretrained: str | None = None,
     device: str = "auto",
     embedder: Embedder | None = None,
-    index_params: dict[str, int] | None = None,
+    index_params: dict[str, Any] | None = None,
 ) -> Collection:
     """Open the collection in ``path``; with ``create=True`` make it if it does not exist.
 
     ``model``/``pretrained`` (or a ready ``embedder``) choose the embedder of a new collection;
     for an existing one they must name the embedder it was built with, or
-    :class:`~snoop_nb.errors.EmbedderMismatchError` is raised.
+    :class:`~snoop_nb.errors.EmbedderMismatchError` is raised. ``index_params`` override the
+    new collection's index entry in its manifest: ``kind`` (``"hnsw-pca"`` above
+    :data:`PROJECT_ABOVE_DIM` dimensions, else ``"hnsw"``), ``M``, ``ef_construction``, ``ef``,
+    and for ``hnsw-pca`` ``project_dim`` (256) and ``min_fit`` (1024 items).
+
+    >>> open_collection("small.snoop", create=True, index_params={"min_fit": 100})  # doctest: +SKIP
     """
     root = Path(path).expanduser().absolute()
     manifest_path = root / "manifest.json"
@@ -635,9 +711,8 @@ def open_collection(
         from snoop_nb.embed import load_embedder
 
         embedder = load_embedder(model, pretrained, device=device)
+    index = _index_entry(embedder.dim, index_params or {})
     root.mkdir(parents=True, exist_ok=True)
-    from snoop_nb.index import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M
-
     manifest = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -645,13 +720,7 @@ def open_collection(
         "dim": embedder.dim,
         "metric": "cosine",
         "dtype": "float16",
-        "index": {
-            "kind": "hnsw",
-            "M": DEFAULT_M,
-            "ef_construction": DEFAULT_EF_CONSTRUCTION,
-            "ef": DEFAULT_EF,
-            **(index_params or {}),
-        },
+        "index": index,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     # A half-made collection (killed before the manifest was written) holds no committed
@@ -662,6 +731,27 @@ def open_collection(
     (root / "vectors.f16").touch()
     atomic_write(manifest_path, lambda t: Path(t).write_text(json.dumps(manifest, indent=2)))
     return Collection(root, manifest, embedder)
+
+
+def _index_entry(dim: int, overrides: dict[str, Any]) -> dict[str, Any]:
+    """A new collection's manifest ``index`` entry: the defaults for ``dim``, then ``overrides``."""
+    from snoop_nb.index import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M
+    from snoop_nb.index.projected import DEFAULT_MIN_FIT, DEFAULT_PROJECT_DIM
+
+    kind = overrides.get("kind", "hnsw-pca" if dim > PROJECT_ABOVE_DIM else "hnsw")
+    if kind not in INDEX_KINDS:
+        raise UsageError(f"unknown index kind {kind!r}: use one of {', '.join(INDEX_KINDS)}")
+    entry: dict[str, Any] = {"kind": kind}
+    if kind == "hnsw-pca":
+        entry.update(project_dim=DEFAULT_PROJECT_DIM, min_fit=DEFAULT_MIN_FIT)
+    entry.update(M=DEFAULT_M, ef_construction=DEFAULT_EF_CONSTRUCTION, ef=DEFAULT_EF)
+    entry.update(overrides)
+    if kind == "hnsw-pca" and not 0 < int(entry["project_dim"]) < dim:
+        raise UsageError(
+            f"project_dim must be between 1 and {dim - 1} for {dim}-d vectors, "
+            f"not {entry['project_dim']}; or use index kind 'hnsw'"
+        )
+    return entry
 
 
 #: What a half-made collection (killed before its manifest was written) may hold.

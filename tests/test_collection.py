@@ -268,3 +268,211 @@ def test_metadata_from_a_callback_becomes_columns(col, photo_set):
     assert "category" in hits and hits["quote"].iloc[0] == 'it\'s "fine"'
     col.set_meta([0], category="edited")
     assert col.item(0)["category"] == "edited"
+
+
+# --- the index kind: hnsw-pca (a graph over a PCA projection, re-scored from vectors.f16) --
+#: Fit at 10 items so that 30 photographs go through the graph (the default fits at 1024), on
+#: 16 directions and with a narrow search, so that the re-scoring has candidates to choose among.
+PCA = {"min_fit": 10, "project_dim": 16, "ef": 12}
+
+
+class WideEmbedder:
+    """Stands in for a 1280-d model where only the manifest matters."""
+
+    id, dim = "wide@0", 1280
+
+    def describe(self) -> dict:
+        return {"id": self.id, "name": "wide", "dim": self.dim}
+
+
+@pytest.fixture
+def pca_col(tmp_path, default_embedder, photo_set):
+    """30 real photographs embedded by the default model (1280-d), indexed by hnsw-pca."""
+    root = tmp_path / "pca"
+    with open_collection(root, create=True, embedder=default_embedder, index_params=PCA) as c:
+        c.add([tmp_path / "photos"], progress=False, meta=lambda p: {"photo": p.parent.name})
+        yield c
+
+
+def recall_against_exact(col, k: int = 8) -> float:
+    """Mean recall@k of the collection's index against exact search, every item a query."""
+    q = col.vectors_of(col.ok_ids())
+    found, _ = col.index.search(q, k)
+    truth, _ = col.exact_index().search(q, k)
+    return float(np.mean([len(set(f) & set(t)) / k for f, t in zip(found, truth, strict=True)]))
+
+
+def test_new_collections_get_a_projected_index_above_256_dimensions(tmp_path, tiny_embedder):
+    with open_collection(tmp_path / "wide", create=True, embedder=WideEmbedder()) as col:
+        assert col.manifest["index"] == {
+            "kind": "hnsw-pca",
+            "project_dim": 256,
+            "min_fit": 1024,
+            "M": 16,
+            "ef_construction": 200,
+            "ef": 128,
+        }
+        assert col.info()["index"]["kind"] == "hnsw-pca"
+    with open_collection(tmp_path / "narrow", create=True, embedder=tiny_embedder) as col:
+        assert (
+            col.manifest["index"]["kind"] == "hnsw" and "project_dim" not in col.manifest["index"]
+        )
+    with pytest.raises(UsageError, match="project_dim"):
+        open_collection(
+            tmp_path / "bad",
+            create=True,
+            embedder=tiny_embedder,
+            index_params={"kind": "hnsw-pca", "project_dim": 32},
+        )
+    with pytest.raises(UsageError, match="unknown index kind"):
+        open_collection(
+            tmp_path / "bad", create=True, embedder=tiny_embedder, index_params={"kind": "annoy"}
+        )
+
+
+def test_projected_index_search_matches_exact_search_on_real_embeddings(pca_col):
+    from snoop_nb.index import ProjectedIndex
+
+    index = pca_col.index
+    assert isinstance(index, ProjectedIndex) and index.external
+    assert index.projection_ is not None and index.projection_.shape == (1280, 16)
+    assert index.ids().tolist() == pca_col.ok_ids().tolist()
+    assert recall_against_exact(pca_col) >= 0.95
+    for item in pca_col.ok_ids()[::3]:
+        approx = pca_col.search(item=int(item), k=5, exact=False)
+        exact = pca_col.search(item=int(item), k=5, exact=True)
+        assert np.allclose(approx["score"], exact["score"], atol=2e-3)
+    # the vectors are stored once: the index files hold the projection, the ids and the graph
+    root = pca_col.root
+    with np.load(root / "index.hnsw.npz") as z:
+        assert sorted(z.files) == ["meta", "projection", "row_id"]
+    info = pca_col.info()["index"]
+    assert (info["kind"], info["project_dim"], info["min_fit"], info["ef"]) == (
+        "hnsw-pca",
+        16,
+        10,
+        12,
+    )
+    assert info["bytes"] == sum((root / f).stat().st_size for f in ("index.hnsw", "index.hnsw.npz"))
+
+
+def test_projected_collection_forgets_removed_items_and_takes_them_back(pca_col, photo_set):
+    gone = pca_col.ok_ids()[:5]
+    assert pca_col.remove(gone) == 5
+    assert pca_col.index.ids().tolist() == pca_col.ok_ids().tolist()
+    found, _ = pca_col.index.search(pca_col.vectors_of(gone), 10)
+    assert not np.isin(found, gone).any()
+    assert recall_against_exact(pca_col) >= 0.95
+    report = pca_col.add([photo_set["chelsea"][0].parent.parent], progress=False)
+    assert (report.added, report.skipped) == (5, 25)
+    assert len(pca_col) == 30
+    assert pca_col.index.ids().tolist() == pca_col.ok_ids().tolist()
+    assert recall_against_exact(pca_col) >= 0.95
+    with open_collection(pca_col.root) as again:  # the saved index agrees
+        assert again.index.ids().tolist() == pca_col.ok_ids().tolist()
+
+
+def test_reopened_projected_collection_loads_its_graph_without_rebuilding(pca_col, monkeypatch):
+    from snoop_nb.index import HNSWIndex, ProjectedIndex
+
+    items = pca_col.ok_ids()[::4]
+    before = [pca_col.search(item=int(i), k=5, exact=False)["id"].tolist() for i in items]
+    files = {f: (pca_col.root / f).stat().st_mtime_ns for f in ("index.hnsw", "index.hnsw.npz")}
+
+    def rebuilt(*args, **kwargs):
+        raise AssertionError("the index was rebuilt")
+
+    monkeypatch.setattr(HNSWIndex, "add", rebuilt)
+    monkeypatch.setattr(ProjectedIndex, "refit", rebuilt)
+    with open_collection(pca_col.root) as col:
+        assert isinstance(col.index, ProjectedIndex) and not col.index.repaired_on_load
+        after = [col.search(item=int(i), k=5, exact=False)["id"].tolist() for i in items]
+        col.sync_index(save=True)  # nothing changed: nothing written
+    assert before == after
+    assert files == {f: (pca_col.root / f).stat().st_mtime_ns for f in files}
+
+
+def test_crash_between_the_projection_and_the_graph_is_recovered(
+    tmp_path, default_embedder, photo_set, monkeypatch
+):
+    from snoop_nb.index import HNSWIndex
+
+    root = tmp_path / "c"
+    params = {**PCA, "min_fit": 5}
+    with open_collection(root, create=True, embedder=default_embedder, index_params=params) as c:
+        c.add([photo_set["rocket"][0].parent], progress=False)  # 5 items: fitted on 5
+        first = c.index.projection_
+
+        class Killed(BaseException):
+            pass
+
+        def killed(*args, **kwargs):
+            raise Killed
+
+        # 30 items are 6x those of the fit: a new projection, whose save is killed between
+        # the projection's file and the graph's
+        with monkeypatch.context() as m:
+            m.setattr(HNSWIndex, "save", killed)
+            with pytest.raises(Killed):
+                c.add([tmp_path / "photos"], progress=False)
+    assert not (root / "index.hnsw").exists()  # the old graph went before the new projection
+    with np.load(root / "index.hnsw.npz") as z:
+        saved = z["projection"]
+    assert not np.array_equal(saved, first)
+    with open_collection(root) as col:
+        index = col.index
+        assert index.repaired_on_load and np.array_equal(index.projection_, saved)
+        assert index.ids().tolist() == col.ok_ids().tolist() and len(col) == 30
+        assert recall_against_exact(col) >= 0.95
+        col.sync_index(save=True)  # the repair is written
+        assert (root / "index.hnsw").exists() and not index.repaired_on_load
+    with open_collection(root) as col:
+        assert not col.index.repaired_on_load
+        assert col.index.ids().tolist() == col.ok_ids().tolist()
+
+
+def test_collections_with_an_hnsw_manifest_keep_their_plain_index(
+    tmp_path, default_embedder, photo_set, monkeypatch
+):
+    from snoop_nb.index import HNSWIndex
+
+    root = tmp_path / "old"
+    with open_collection(
+        root, create=True, embedder=default_embedder, index_params={"kind": "hnsw"}
+    ) as col:
+        col.add([tmp_path / "photos"], progress=False)
+        assert type(col.index) is HNSWIndex
+        expected = col.search(item=3, k=5, exact=True)["id"].tolist()
+    assert not (root / "index.hnsw.npz").exists()
+    # manifests written before hnsw-pca existed may name no kind at all
+    manifest = json.loads((root / "manifest.json").read_text())
+    del manifest["index"]["kind"]
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+    def rebuilt(*args, **kwargs):
+        raise AssertionError("the index was rebuilt")
+
+    monkeypatch.setattr(HNSWIndex, "add", rebuilt)
+    with open_collection(root) as col:
+        assert type(col.index) is HNSWIndex
+        assert col.index.ids().tolist() == col.ok_ids().tolist()
+        assert col.search(item=3, k=5, exact=False)["id"].tolist() == expected
+        assert col.info()["index"]["kind"] == "hnsw"
+
+
+def test_feedback_ranking_through_the_projected_index_agrees_with_exact(pca_col):
+    from snoop_nb.learn.rank import top_exact, top_hnsw
+
+    items = pca_col.items()
+    cats = items["photo"] == "chelsea"
+    x = pca_col.vectors_of(items["id"])
+    w = x[cats.to_numpy()].mean(0) - x[~cats.to_numpy()].mean(0)
+    exact_ids, exact_scores = top_exact(pca_col, w, 0.25, 6)
+    ids, scores = top_hnsw(pca_col, w, 0.25, 6)
+    assert ids.tolist() == exact_ids.tolist()
+    np.testing.assert_allclose(scores, exact_scores, atol=1e-5)
+    assert set(ids[:5]) == set(items.loc[cats, "id"])
+    skip = ids[:2]
+    ids, _ = top_hnsw(pca_col, w, 0.25, 4, exclude=skip)
+    assert ids.tolist() == top_exact(pca_col, w, 0.25, 4, exclude=skip)[0].tolist()
+    assert pca_col.index.ef == 12  # the search breadth is given back

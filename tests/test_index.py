@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -283,3 +284,197 @@ def test_exact_index_forgets_its_float32_copy_when_vectors_change(data):
     small = ExactIndex(DIM, cache_bytes=0)  # never copies: same answers
     small.add(idx.ids(), base[idx.ids()])
     np.testing.assert_array_equal(small.search(base[:20], 5)[0], idx.search(base[:20], 5)[0])
+
+
+# --- ProjectedIndex over an external row store (as a collection uses it) -------------------
+def external(store, **kw) -> ProjectedIndex:
+    """A ProjectedIndex that reads its vectors from ``store`` (row i = id i) and fits early."""
+    return ProjectedIndex(DIM, project_dim=DIM // 2, min_fit=200, threads=2, vectors=store, **kw)
+
+
+@pytest.fixture(scope="module")
+def store(data) -> np.ndarray:
+    base, _ = data
+    return base.astype(np.float16)  # unit rows, as a collection's vectors.f16
+
+
+@pytest.mark.parametrize("provider", ["array", "callable"])
+def test_projected_index_on_an_external_store_keeps_no_copy(tmp_path: Path, data, store, provider):
+    _, queries = data
+    source = store if provider == "array" else (lambda rows: store[rows])
+    idx = external(source, ef=48)
+    for start in range(0, 3000, 1000):
+        idx.add(np.arange(start, start + 1000), store[start : start + 1000])
+    assert idx.external and idx._vecs is None
+    idx.remove(np.arange(0, 3000, 9))
+    truth, _ = ExactIndex.from_arrays(idx.ids(), store[idx.ids()]).search(queries, 10)
+    found, scores = idx.search(queries, 10)
+    assert recall_at_10(found, truth) >= 0.95
+    assert not np.isin(found, np.arange(0, 3000, 9)).any()
+    # the scores are the store's rows re-scored exactly
+    expected = np.einsum("qkd,qd->qk", store[found].astype(np.float32), unit(queries))
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+
+    path = tmp_path / "index.hnsw"
+    idx.save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "index.hnsw",
+        "index.hnsw.json",
+        "index.hnsw.npz",
+    ]
+    with np.load(tmp_path / "index.hnsw.npz") as z:
+        assert "vectors" not in z.files and z["projection"].shape == (DIM, DIM // 2)
+    with pytest.raises(ValueError, match="vectors="):
+        ProjectedIndex.load(path)
+    back = ProjectedIndex.load(path, vectors=source, threads=2)
+    assert back.external and not back.repaired_on_load and back.ef == 48
+    np.testing.assert_array_equal(back.ids(), idx.ids())
+    after = back.search(queries, 10)
+    np.testing.assert_array_equal(after[0], found)
+    np.testing.assert_array_equal(after[1], scores)
+
+
+def test_projected_index_with_its_own_copy_refuses_an_external_store_on_load(tmp_path, data):
+    base, _ = data
+    idx = projected()
+    idx.add(np.arange(300), base[:300])
+    idx.save(tmp_path / "index.hnsw")
+    with pytest.raises(ValueError, match="own vectors"):
+        ProjectedIndex.load(tmp_path / "index.hnsw", vectors=base.astype(np.float16))
+
+
+def test_projected_index_fits_again_as_it_grows(store):
+    idx = external(store)
+    idx.add(np.arange(200), store[:200])
+    first = idx.projection_
+    assert idx.fit_size_ == 200
+    idx.add(np.arange(200, 799), store[200:799])
+    assert idx.projection_ is first  # below 4x the fitted vectors: the same projection
+    idx.add([799], store[799:800])
+    assert idx.projection_ is not first and idx.fit_size_ == 800
+    np.testing.assert_array_equal(idx.ids(), np.arange(800))
+    assert idx.search(store[123], 1)[0][0, 0] == 123
+
+
+def test_projected_index_brings_a_graph_that_lags_its_keys_up_to_date(tmp_path, data, store):
+    _, queries = data
+    path = tmp_path / "index.hnsw"
+    idx = external(store)
+    idx.add(np.arange(1000), store[:1000])
+    idx.save(path)
+    graph = path.read_bytes(), path.with_name("index.hnsw.json").read_bytes()
+    idx.add(np.arange(1000, 2000), store[1000:2000])
+    idx.remove(np.arange(0, 2000, 5))
+    idx.save(path)
+    # as if killed after the keys were written, before the graph: same projection, older graph
+    path.write_bytes(graph[0])
+    path.with_name("index.hnsw.json").write_bytes(graph[1])
+    back = ProjectedIndex.load(path, vectors=store)
+    assert back.repaired_on_load
+    # the old graph's 1000 (200 of them now removed) and the 800 new live ones: not rebuilt
+    assert back._graph._index.get_current_count() == 1800
+    np.testing.assert_array_equal(back.ids(), idx.ids())
+    found, _ = back.search(queries, 10)
+    assert not np.isin(found, np.arange(0, 2000, 5)).any()
+    truth, _ = ExactIndex.from_arrays(idx.ids(), store[idx.ids()]).search(queries, 10)
+    assert recall_at_10(found, truth) >= 0.95
+    back.save(path)
+    assert not ProjectedIndex.load(path, vectors=store).repaired_on_load
+
+
+def test_projected_index_never_pairs_a_graph_with_another_projection(
+    tmp_path, data, store, monkeypatch
+):
+    _, queries = data
+    path = tmp_path / "index.hnsw"
+    idx = external(store)
+    idx.add(np.arange(250), store[:250])
+    idx.save(path)
+    stale = path.read_bytes(), path.with_name("index.hnsw.json").read_bytes()
+    idx.add(np.arange(250, 1500), store[250:1500])  # 6x: a new projection and a new graph
+    new_projection = idx.projection_
+
+    class Killed(BaseException):
+        pass
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    # killed after the new projection was written, before its graph: the old graph is gone
+    with monkeypatch.context() as m:
+        m.setattr(HNSWIndex, "save", killed)
+        with pytest.raises(Killed):
+            idx.save(path)
+    assert not path.exists()
+    back = ProjectedIndex.load(path, vectors=store)
+    assert back.repaired_on_load
+    np.testing.assert_array_equal(back.projection_, new_projection)
+    np.testing.assert_array_equal(back.ids(), np.arange(1500))
+    truth, _ = ExactIndex.from_arrays(np.arange(1500), store[:1500]).search(queries, 10)
+    assert recall_at_10(back.search(queries, 10)[0], truth) >= 0.95
+    # an old graph put back beside the new projection is not used either
+    path.write_bytes(stale[0])
+    path.with_name("index.hnsw.json").write_bytes(stale[1])
+    again = ProjectedIndex.load(path, vectors=store)
+    assert again.repaired_on_load and len(again._graph) == 1500
+    assert recall_at_10(again.search(queries, 10)[0], truth) >= 0.95
+
+
+@pytest.mark.parametrize("change", ["same projection", "new projection"])
+def test_projected_index_killed_at_any_write_of_a_save_loads_consistent(
+    tmp_path, data, store, monkeypatch, change
+):
+    """Kill a save before each of its file operations in turn; every load then pairs the graph
+    only with the projection it was built with, and holds the old or the new ids."""
+    _, queries = data
+
+    class Killed(BaseException):
+        pass
+
+    real = {"replace": os.replace, "unlink": os.unlink}
+    for kill_at in range(10):
+        folder = tmp_path / str(kill_at)
+        folder.mkdir()
+        path = folder / "index.hnsw"
+        idx = external(store)
+        idx.add(np.arange(300), store[:300])
+        idx.save(path)
+        old_ids = idx.ids()
+        if change == "same projection":
+            idx.add(np.arange(300, 500), store[300:500])
+            idx.remove(np.arange(0, 500, 7))
+        else:  # 4x the fitted vectors: a new projection and a new graph
+            idx.add(np.arange(300, 1200), store[300:1200])
+        ops = []
+
+        def op(name, kill_at=kill_at, ops=ops):
+            def call(*args, **kwargs):
+                ops.append(name)
+                if len(ops) == kill_at + 1:
+                    raise Killed
+                return real[name](*args, **kwargs)
+
+            return call
+
+        with monkeypatch.context() as m:
+            m.setattr(os, "replace", op("replace"))
+            m.setattr(os, "unlink", op("unlink"))
+            try:
+                idx.save(path)
+                finished = True
+            except Killed:
+                finished = False
+        back = ProjectedIndex.load(path, vectors=store)
+        live = back.ids()
+        assert live.tolist() in (old_ids.tolist(), idx.ids().tolist())
+        graph = back._graph.get_vectors(live)
+        expected = unit(store[live].astype(np.float32) @ back.projection_)
+        np.testing.assert_allclose(graph, expected, atol=1e-4)
+        truth, _ = ExactIndex.from_arrays(live, store[live]).search(queries, 10)
+        assert recall_at_10(back.search(queries, 10)[0], truth) >= 0.95
+        if finished:
+            assert not back.repaired_on_load and live.tolist() == idx.ids().tolist()
+            break
+    else:
+        pytest.fail("the save never finished")
+    assert kill_at == (3 if change == "same projection" else 5)

@@ -56,6 +56,13 @@ def test_cli_with_the_default_model_indexes_and_searches_by_text(tmp_path, photo
         ).stdout
     )
     assert info["model"] == "efficientnet_lite0" and info["dim"] == 1280 and info["items"] == 30
+    # 1280-d: the index is HNSW over a PCA projection (fitted from 1024 items; exact until then)
+    assert {k: info["index"][k] for k in ("kind", "project_dim", "min_fit")} == {
+        "kind": "hnsw-pca",
+        "project_dim": 256,
+        "min_fit": 1024,
+    }
+    assert info["index"]["bytes"] > 0
     r = subprocess.run(
         [*run, "search", "--collection", str(col), "--text", "espresso", "-k", "3", "--json"],
         capture_output=True,

@@ -81,6 +81,9 @@ class Index(ABC):
 
     dim: int
     kind: str
+    #: True when ``load`` found the index's files out of step (a crash between two of its
+    #: writes) and repaired the index in memory: saving it puts the repair on disk.
+    repaired_on_load: bool = False
 
     @abstractmethod
     def add(self, ids, vectors) -> None:

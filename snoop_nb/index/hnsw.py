@@ -133,10 +133,12 @@ class HNSWIndex(Index):
         return np.asarray(self._index.get_items(as_ids(ids), return_type="numpy"), np.float32)
 
     # --- persistence --------------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
-        """Write the index to ``path`` atomically (a sidecar ``.json`` holds the deleted ids)."""
+    def save(self, path: str | Path, *, extra: dict | None = None) -> None:
+        """Write the index to ``path`` atomically (a sidecar ``.json`` holds the deleted ids and
+        ``extra``; it is written first, so it never lags the graph file)."""
         path = Path(path)
         meta = {
+            **(extra or {}),
             "dim": self.dim,
             "M": self.M,
             "ef_construction": self.ef_construction,
