@@ -56,17 +56,18 @@ real set). A synthetic class is the 1% of vectors closest to the mean of the dem
 
 One round, through the real session API: ``label`` the 10 items shown (the best unlabelled ones
 of the previous ranking, labelled from the synthetic truth; two KB writes, relevant and not
-relevant), ``train()`` (fit + cross-validation + model saved in the KB), ``rank(100)`` (ranking
-joined with the catalog and the labels). ``exact`` scores every vector; ``hnsw`` queries the
-index with the class direction and re-scores the candidates. Each path runs ``--sessions`` fresh
-classes of ``--latency-rounds`` rounds after one untimed warm-up round (which pays the first-use
-costs: the catalog's id list, loading the index, importing torch; its time is reported as
-``cold``). ``median`` and ``p90`` are over all timed rounds; ``cpu`` is the process CPU time of a
-round: close to the wall time for one-thread work on an idle machine, above it where two threads
-work (or spin, waiting for each other). A breakdown then times the pieces of a round one by one
-(private methods of the session, called directly) so that the bottleneck is visible. The load
-average is recorded with every size: other benchmarks may share the 2 cores. The latency part
-runs before the quality part, in a process that holds only what a round loads.
+relevant), ``train()`` (fit + cross-validation, the solver starting from the previous version;
+model saved in the KB), ``rank(100)`` (ranking joined with the catalog and the labels). ``exact``
+scores every vector; ``hnsw`` queries the index with the class direction and re-scores the
+candidates. Each path runs ``--sessions`` fresh classes of ``--latency-rounds`` rounds after one
+untimed warm-up round (which pays the first-use costs: the catalog's id list, loading the index,
+importing torch; its time is reported as ``cold``). ``median`` and ``p90`` are over all timed
+rounds; ``cpu`` is the process CPU time of a round: close to the wall time for one-thread work on
+an idle machine, above it where two threads work (or spin, waiting for each other). A breakdown
+then times the pieces of a round one by one (private methods of the session, called directly) so
+that the bottleneck is visible. The load average is recorded with every size: other benchmarks
+may share the 2 cores. The latency part runs before the quality part, in a process that holds
+only what a round loads.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def nanmean(values) -> float:
 def copy_collection(src: Path, dst: Path) -> Path:
     """A private copy of a collection (the catalog through SQLite's backup, safe while in use)."""
     dst.mkdir(parents=True)
-    for name in ("manifest.json", "vectors.f16", "index.hnsw", "index.hnsw.json"):
+    for name in ("manifest.json", "vectors.f16", "index.hnsw", "index.hnsw.json", "index.hnsw.npz"):
         if (src / name).exists():
             shutil.copy2(src / name, dst / name)
     with (
@@ -586,8 +587,9 @@ PIECES = (
     ("train: current labels (KB + live ids)", None),
     ("train: draw pseudo-negatives", None),
     ("train: vectors_of labels + pseudo", None),
-    ("train: classifier fit only (cv_folds=0)", None),
-    ("train: classifier fit + CV (default folds)", None),
+    ("train: classifier fit only, cold start (cv_folds=0)", None),
+    ("train: classifier fit + CV, cold start", None),
+    ("train: classifier fit + CV from the previous version", None),
     ("train: KB save_model", None),
     ("rank: current model from KB", None),
     ("rank: len(col), rank(exact=None)'s choice", None),
@@ -617,6 +619,9 @@ def breakdown(s, exact: bool, reps: int) -> list[dict]:
     pseudo = s._pseudo_negative_ids(pos, neg)
     P, N, Q = col.vectors_of(pos), col.vectors_of(neg), col.vectors_of(pseudo)
     w, b = s._direction()
+    models = s.history()["model_id"]  # a round starts from the version before these labels
+    prev = col.kb.model(int(models.iloc[-2])) if len(models) > 1 else None
+    init = None if prev is None else (prev.weights, prev.bias)
     ids10 = np.concatenate([pos, neg])[:10]
     scratch = col.session(USER, f"breakdown-{time.time_ns()}")
     top = top_exact if exact else top_hnsw
@@ -631,18 +636,19 @@ def breakdown(s, exact: bool, reps: int) -> list[dict]:
         PIECES[4][0]: lambda: (col.vectors_of(pos), col.vectors_of(neg), col.vectors_of(pseudo)),
         PIECES[5][0]: lambda: classifier.train(P, N, Q, cv_folds=0),
         PIECES[6][0]: lambda: classifier.train(P, N, Q),
-        PIECES[7][0]: lambda: col.kb.save_model(
+        PIECES[7][0]: lambda: classifier.train(P, N, Q, init=init),
+        PIECES[8][0]: lambda: col.kb.save_model(
             scratch.ref, weights=w, bias=b, n_pos=len(pos), n_neg=len(neg), params={}, quality={}
         ),
-        PIECES[8][0]: s._direction,
-        PIECES[9][0]: lambda: len(col),
-        PIECES[10][0]: lambda: col.vectors,
-        PIECES[11][0]: lambda: score_matrix(vecs, w, b),
-        PIECES[12][0]: lambda: exact_scores(col, w, b),
-        PIECES[13][0]: lambda: top_exact(col, w, b, 100),
-        PIECES[14][0]: lambda: top_hnsw(col, w, b, 100),
-        PIECES[15][0]: lambda: results_frame(col, found_ids, found_scores),
-        PIECES[16][0]: lambda: s._with_labels(df.copy()),
+        PIECES[9][0]: s._direction,
+        PIECES[10][0]: lambda: len(col),
+        PIECES[11][0]: lambda: col.vectors,
+        PIECES[12][0]: lambda: score_matrix(vecs, w, b),
+        PIECES[13][0]: lambda: exact_scores(col, w, b),
+        PIECES[14][0]: lambda: top_exact(col, w, b, 100),
+        PIECES[15][0]: lambda: top_hnsw(col, w, b, 100),
+        PIECES[16][0]: lambda: results_frame(col, found_ids, found_scores),
+        PIECES[17][0]: lambda: s._with_labels(df.copy()),
     }
     rows = []
     for name, needs in PIECES:

@@ -130,6 +130,15 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def _no_slash(kind: str, name: str) -> None:
+    """New names may not hold "/": it separates owner and class in ``"owner/name"``."""
+    if "/" in name:
+        raise UsageError(
+            f"{kind} name {name!r} contains '/', which separates owner and class in "
+            "'owner/name': choose another name"
+        )
+
+
 class KnowledgeBase:
     """Users, classes, labels, models and applied classes of one collection.
 
@@ -172,6 +181,7 @@ class KnowledgeBase:
             return int(row[0])
         if not create:
             raise UsageError(f"no user named {name!r}")
+        _no_slash("user", name)
         with self._write() as db:
             db.execute(
                 "INSERT OR IGNORE INTO users (name, created) VALUES (?, ?)", (name, time.time())
@@ -189,6 +199,17 @@ class KnowledgeBase:
         """Create ``user``'s class ``name`` (or return it when it exists and ``exist_ok``)."""
         uid = self.user_id(user)
         name = check_name("class", name)
+        if "/" in name and self._find_class(check_name("user", user), name) is None:
+            try:
+                other = self.get_class(user, name)
+            except UsageError:
+                other = None
+            if other is not None and other.owner != check_name("user", user):
+                raise UsageError(
+                    f"{other} is {other.owner}'s shared class: copy it into your own classes "
+                    f"to label it (kb.copy_class({user!r}, {name!r}))"
+                )
+            _no_slash("class", name)
         with self._write() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO classes (owner, name, description, created) "
@@ -254,6 +275,7 @@ class KnowledgeBase:
             raise UsageError(f"{source} is not shared")
         uid = self.user_id(user)
         name = check_name("class", new_name or src.name)
+        _no_slash("class", name)
         with self._write() as db:
             try:
                 cur = db.execute(

@@ -155,3 +155,18 @@ def test_labels_of_deleted_items_are_kept_but_not_trained_on(col):
     m = s.train()
     assert (m.n_pos, m.n_neg) == (1, 2)
     assert len(s.labels()) == 5
+
+
+def test_a_shared_class_is_copied_not_shadowed_by_a_new_class_named_owner_slash_name(col):
+    kb = col.kb
+    kb.create_class("ada", "vehicles")
+    kb.label("ada", "vehicles", [1, 2], +1)
+    kb.share("ada", "vehicles")
+    with pytest.raises(UsageError, match="ada's shared class: copy it"):
+        kb.create_class("ben", "ada/vehicles")
+    with pytest.raises(UsageError, match="contains '/'"):
+        kb.create_class("ben", "cars/boats")
+    with pytest.raises(UsageError, match="contains '/'"):
+        kb.user_id("a/b")
+    copy = kb.copy_class("ben", "ada/vehicles")
+    assert (copy.owner, copy.name) == ("ben", "vehicles")

@@ -86,6 +86,18 @@ def test_suggestions_are_distinct_unlabelled_items(col, strategy):
         )
 
 
+def test_uncertain_before_any_model_suggests_the_starting_querys_nearest_items(col):
+    s = col.session("alice", "coffee")
+    s.start(text="a cup of coffee")
+    top = s.suggest(6, "top")
+    assert (top["photo"].iloc[:4] == "coffee").all()
+    uncertain = s.suggest(4, "uncertain")
+    assert uncertain["id"].tolist() == top["id"].tolist()[:4]
+    assert set(s.suggest(6, "mixed")["id"]) == set(top["id"])
+    s.label(uncertain["id"], 1)  # still no model: the next page goes on down the ranking
+    assert s.suggest(2, "uncertain")["id"].tolist() == top["id"].tolist()[4:]
+
+
 def test_unknown_strategy_and_unknown_items_are_usage_errors(col):
     s = col.session("alice", "x")
     with pytest.raises(UsageError, match="unknown strategy"):
@@ -134,3 +146,22 @@ def test_train_function_follows_the_estimator_contract():
     assert m.quality["cv_folds"] == 3 and m.quality["balanced_accuracy"] == 1.0
     with pytest.raises(UsageError, match="pseudo-negatives"):
         train(pos, neg[:0])
+
+
+def test_training_from_the_previous_version_reaches_the_same_model():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, (300, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = x[:, 0] + 0.3 * rng.normal(size=300) > 0.2
+    first = train(x[:40][y[:40]], x[:40][~y[:40]], x[200:])
+    cold = train(x[:80][y[:80]], x[:80][~y[:80]], x[200:])
+    warm = train(x[:80][y[:80]], x[:80][~y[:80]], x[200:], init=(first.weights, first.bias))
+    cos = warm.weights @ cold.weights / np.linalg.norm(warm.weights) / np.linalg.norm(cold.weights)
+    assert cos > 0.999 and abs(warm.bias - cold.bias) < 0.01
+    assert warm.params == cold.params and warm.params["warm_start"] is False
+    assert abs(warm.quality["average_precision"] - cold.quality["average_precision"]) < 0.02
+    mine = LogisticRegression(C=0.5)
+    train(x[:80][y[:80]], x[:80][~y[:80]], estimator=mine, init=(first.weights, first.bias))
+    assert not hasattr(mine, "coef_") and mine.get_params()["warm_start"] is False

@@ -70,10 +70,18 @@ class FeedbackSession:
 
         if items:
             self.label(items, +1)
-            self._query = self.col.vectors_of(items).mean(axis=0)
+            self.set_start(self.col.vectors_of(items).mean(axis=0))
         else:
-            self._query = query_vector(self.col, text=text, image=image)
+            self.set_start(query_vector(self.col, text=text, image=image))
         return self.rank(50)
+
+    def set_start(self, vector: Any) -> None:
+        """Take ``vector`` (a query vector of this collection) as the starting point that
+        ranks and suggests until the first model, without ranking anything now."""
+        v = np.asarray(vector, np.float32).reshape(-1)
+        if v.size != self.col.dim:
+            raise UsageError(f"the starting vector has {v.size} values, not {self.col.dim}")
+        self._query = v
 
     # --- labels -------------------------------------------------------------------------
     def label(self, ids, value: int, *, source: str = "click") -> int:
@@ -106,6 +114,7 @@ class FeedbackSession:
         """Train a classifier on the current labels, store it as a new version, return it.
 
         With positives only, pseudo-negatives are drawn at random from the unlabelled corpus.
+        The solver starts from the previous version, which a round's new labels move little.
         """
         pos, neg = self._labelled()
         if len(pos) + len(neg) < classifier.MIN_LABELS:
@@ -114,12 +123,14 @@ class FeedbackSession:
                 f"{len(pos) + len(neg)} so far: mark a few relevant or not relevant first"
             )
         pseudo_ids = self._pseudo_negative_ids(pos, neg)
+        previous = self.model()
         model = classifier.train(
             self.col.vectors_of(pos),
             self.col.vectors_of(neg),
             self.col.vectors_of(pseudo_ids) if len(pseudo_ids) else None,
             C=self.C,
             seed=self.seed,
+            init=None if previous is None else (previous.weights, previous.bias),
         )
         return self.kb.save_model(
             self.ref,
@@ -215,6 +226,11 @@ class FeedbackSession:
         ``top``: the most likely positives. ``uncertain``: closest to the decision boundary.
         ``diverse``: spread over the positives' neighbourhoods (round robin over each relevant
         item's nearest unlabelled neighbours). ``mixed``: a third of each, then ``top``.
+
+        Before the first model there is no boundary: ``uncertain`` (alone or in ``mixed``) then
+        shows ``top``, the starting query's nearest items, and so does ``diverse`` until an item
+        is marked relevant. The middle of a text query's ranking holds almost no positive, and a
+        class cannot be trained before one is found.
         """
         from snoop_nb.search import results_frame
 
@@ -241,6 +257,8 @@ class FeedbackSession:
         if k <= 0:
             return np.zeros(0, np.int64)
         exclude = np.asarray(exclude, np.int64)
+        if strategy == "uncertain" and self.model() is None:
+            strategy = "top"  # no boundary yet: see suggest()
         w, b = self._direction()
         if strategy == "top":
             top = top_exact if len(self.col) < _big() else top_hnsw
@@ -249,8 +267,6 @@ class FeedbackSession:
             ids, s = exact_scores(self.col, w, b)
             keep = ~np.isin(ids, exclude)
             ids, s = ids[keep], s[keep]
-            if self.model() is None:  # no boundary yet: the middle of the starting ranking
-                s = s - np.median(s)
             order = np.argsort(np.abs(s), kind="stable")[:k]
             return ids[order]
         # diverse: round robin over the neighbourhoods of the relevant items
