@@ -11,10 +11,15 @@ DEMO_COLLECTION := $(DATA)/collection
 # torch/torchvision: the pinned builds of ../shared/INSTALL.md (pyproject.toml pins them too).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test lint bench clean help
+# Browser tests drive Debian's Chromium (Playwright's own browser download cannot work here).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup browser demo demo-collection dashboard test lint bench clean help
 
 help:
-	@echo "make demo   set up, fetch the demo corpus, build its collection, show a search"
+	@echo "make demo   set up, fetch the demo corpus, build its collection, show a search,"
+	@echo "            then serve the dashboard on it (Ctrl-C stops it)"
 	@echo "make test   set up and run the linters and the whole test suite"
 	@echo "make bench  run the benchmarks (slow; writes benchmarks/results/*.json)"
 
@@ -27,22 +32,40 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+browser: $(CHROMIUM)
+
 $(DATA)/stamps: scripts/fetch_demo.sh
 	bash scripts/fetch_demo.sh $(DATA)
 
 demo: setup $(DATA)/stamps
 	$(PY) -m snoop_nb.demo --images $(DATA)/stamps --collection $(DEMO_COLLECTION)
+	$(VENV)/bin/snoop dashboard --collection $(DEMO_COLLECTION) --port $(or $(PORT),8866)
+
+# Build (or bring up to date: adding is incremental) the demo collection, quietly.
+demo-collection: setup $(DATA)/stamps
+	$(PY) -m snoop_nb.demo --images $(DATA)/stamps --collection $(DEMO_COLLECTION) --no-show
+
+dashboard: setup
+	$(VENV)/bin/snoop dashboard --collection $(DEMO_COLLECTION) --port $(or $(PORT),8866)
 
 lint: setup
-	$(VENV)/bin/ruff check snoop_nb tests benchmarks
-	$(VENV)/bin/ruff format --check snoop_nb tests benchmarks
+	$(VENV)/bin/ruff check snoop_nb tests benchmarks notebooks dashboards
+	$(VENV)/bin/ruff format --check snoop_nb tests benchmarks notebooks dashboards
 
-test: setup lint
+# The unit, integration and browser tests, then every notebook top to bottom (nbval).
+test: setup lint browser demo-collection
 	$(PY) -m pytest
+	$(PY) -m pytest --nbval-lax notebooks -p no:cacheprovider
 
-bench: setup $(DATA)/stamps
+bench: setup browser demo-collection
 	$(PY) benchmarks/embed.py
 	$(PY) benchmarks/index.py
+	$(PY) benchmarks/feedback.py
+	$(PY) benchmarks/ui.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -85,6 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
         "export", "export labels and applied classes to CSV or Parquet", class_required=False
     )
     ex.add_argument("--out", required=True, metavar="FILE")
+
+    db = sub.add_parser("dashboard", help="serve the dashboard on 127.0.0.1 (Voila)")
+    db.add_argument("--collection", required=True, metavar="DIR")
+    db.add_argument("--port", type=_positive, default=8866, metavar="P")
+    db.add_argument("--user", metavar="U", help="label as U (default: each visitor names themself)")
+    db.add_argument(
+        "--preheat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="kernels kept ready, model loaded, for the next visitors (0: none; default 1)",
+    )
     return p
 
 
@@ -267,6 +279,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from snoop_nb.ui.dashboard import serve
+
+    if args.preheat < 0:
+        raise UsageError("--preheat must be 0 or more")
+    return serve(args.collection, port=args.port, user=args.user, preheat=args.preheat)
+
+
 def _print_results(df, as_json: bool, columns: list[str]) -> None:
     if as_json:
         print(json.dumps([_jsonable(r) for r in df.to_dict(orient="records")], ensure_ascii=False))
@@ -298,6 +318,7 @@ COMMANDS = {
     "train": cmd_train,
     "rank": cmd_rank,
     "export": cmd_export,
+    "dashboard": cmd_dashboard,
 }
 
 

@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=Path, default=Path("data/demo/stamps"))
     p.add_argument("--collection", type=Path, default=Path("data/demo/collection"))
     p.add_argument("--device", default="auto")
+    p.add_argument("--no-show", action="store_true", help="build the collection, show nothing")
     args = p.parse_args(argv)
     if not args.images.is_dir():
         print(
@@ -83,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         with build(args.images, args.collection, device=args.device) as col:
+            if args.no_show:
+                return 0
             show(col)
     except SnoopError as e:
         print(f"demo: error: {e}", file=sys.stderr)

@@ -1,0 +1,260 @@
+"""ClassExplorer: where a class occurs in the corpus: its table, exports and plots."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from typing import TYPE_CHECKING, Any
+
+import ipyvuetify as v
+import ipywidgets as w
+
+from snoop_nb.errors import SnoopError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from snoop_nb.collection import Collection
+
+#: Rows of the class table shown in the page (the exports hold them all).
+TABLE_ROWS = 200
+
+
+class ClassExplorer(v.Card):
+    """A class's results as a table, CSV/Parquet downloads, and matplotlib plots of its score
+    distribution and of its counts per folder or per metadata field."""
+
+    def __init__(self, col: Collection, user: str, **kwargs: Any):
+        self.col = col
+        self.user = user
+        self.classes = v.Select(
+            v_model=None,
+            label="Class",
+            items=[],
+            density="compact",
+            variant="outlined",
+            hide_details=True,
+            class_="snoop-explore-class",
+            style_="max-width: 320px",
+        )
+        self.field = v.Select(
+            label="Count per",
+            items=["folder"],
+            v_model="folder",
+            density="compact",
+            variant="outlined",
+            hide_details=True,
+            class_="snoop-explore-field",
+            style_="max-width: 220px",
+        )
+        self.classes.observe(lambda _: self.refresh(), names="v_model")
+        self.field.observe(lambda _: self._plot_counts(), names="v_model")
+        self.csv = v.Btn(children=["CSV"], size="small", disabled=True, class_="snoop-export-csv")
+        self.parquet = v.Btn(
+            children=["Parquet"], size="small", disabled=True, class_="snoop-export-parquet"
+        )
+        self.summary = v.Html(tag="div", class_="snoop-explore-summary my-2", children=[""])
+        self.table = w.HTML(layout=w.Layout(max_height="360px", overflow="auto"))
+        self.table.add_class("snoop-explore-table")
+        self.score_plot = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.count_plot = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.score_plot.add_class("snoop-plot-scores")
+        self.count_plot.add_class("snoop-plot-counts")
+        self._frame: pd.DataFrame | None = None
+        super().__init__(
+            variant="outlined",
+            class_="pa-3 snoop-explore",
+            children=[
+                v.Row(
+                    no_gutters=True,
+                    align="center",
+                    children=[
+                        self.classes,
+                        v.Spacer(),
+                        self.field,
+                        v.Spacer(),
+                        v.Html(tag="span", class_="mr-2", children=["Download"]),
+                        self.csv,
+                        self.parquet,
+                    ],
+                ),
+                self.summary,
+                self.table,
+                v.Row(
+                    children=[
+                        v.Col(children=[self.score_plot], cols=12, md=6),
+                        v.Col(children=[self.count_plot], cols=12, md=6),
+                    ]
+                ),
+            ],
+            **kwargs,
+        )
+        self.refresh_classes()
+
+    def refresh_classes(self) -> None:
+        refs = self.col.kb.classes(self.user)
+        self.classes.items = [
+            {"title": r.name if r.owner == self.user else f"{r} (shared)", "value": str(r)}
+            for r in refs
+        ]
+
+    def show_class(self, value: str) -> None:
+        """Show the class ``value`` (a class name of the user, or ``owner/name``)."""
+        self.refresh_classes()
+        if self.classes.v_model == value:
+            self.refresh()
+        else:
+            self.classes.v_model = value
+
+    def results(self) -> pd.DataFrame:
+        """The class's results: every item it was applied to, else its best-ranked items,
+        with each one's score, label and metadata (the table shown)."""
+        import numpy as np
+        import pandas as pd
+
+        from snoop_nb.learn.rank import exact_scores
+        from snoop_nb.search import results_frame
+
+        kb = self.col.kb
+        ref = kb.get_class(self.user, self.classes.v_model)
+        model = kb.latest_model(ref)
+        if model is None:
+            raise SnoopError(f"{ref} is not trained yet: train it first")
+        ids, scores = exact_scores(self.col, model.weights, model.bias)
+        prob = 1.0 / (1.0 + np.exp(-scores.astype(np.float64)))
+        applied = kb.applied(ref)
+        if len(applied):
+            keep = np.isin(ids, applied["item_id"].to_numpy())
+            self._note = f"applied to {int(keep.sum())} of {len(ids)} items"
+        else:
+            keep = np.zeros(len(ids), bool)
+            keep[np.argsort(-prob, kind="stable")[:TABLE_ROWS]] = True
+            self._note = "not applied yet: its best-ranked items"
+        order = np.argsort(-prob[keep], kind="stable")
+        frame = results_frame(self.col, ids[keep][order], prob[keep][order])
+        frame = frame.rename(columns={"score": "probability"})
+        lab = kb.labels(ref).set_index("item_id")["value"]
+        frame.insert(4, "label", frame["id"].map(lab).fillna(0).astype(int))
+        frame.insert(3, "folder", [os.path.basename(os.path.dirname(u)) for u in frame["uri"]])
+        self._all = pd.DataFrame({"id": ids, "probability": prob})
+        self._labels = lab
+        return frame
+
+    def refresh(self) -> None:
+        """Recompute the table, downloads and plots of the chosen class."""
+        if not self.classes.v_model:
+            return
+        try:
+            frame = self.results()
+        except SnoopError as e:
+            self.summary.children = [str(e)]
+            self._frame = None
+            self.table.value, self.csv.disabled, self.parquet.disabled = "", True, True
+            self.score_plot.value = self.count_plot.value = b""
+            return
+        self._frame = frame
+        self.summary.children = [f"{self.classes.v_model}: {self._note}"]
+        cols = [c for c in frame.columns if c not in ("kind", "video", "t_start", "t_end", "uri")]
+        self.table.value = (
+            frame[cols]
+            .head(TABLE_ROWS)
+            .to_html(
+                index=False,
+                escape=True,
+                float_format="{:.4f}".format,
+                na_rep="",
+                classes="snoop-table",
+                border=0,
+            )
+        )
+        fields = ["folder"] + [
+            c
+            for c in frame.columns
+            if c
+            not in {
+                "rank",
+                "id",
+                "uri",
+                "probability",
+                "label",
+                "kind",
+                "video",
+                "t_start",
+                "t_end",
+                "width",
+                "height",
+                "size",
+                "folder",
+            }
+        ]
+        self.field.items = fields
+        if self.field.v_model not in fields:
+            self.field.v_model = "folder"
+        self._set_downloads()
+        self._plot_scores()
+        self._plot_counts()
+
+    # --- downloads --------------------------------------------------------------------------
+    def _set_downloads(self) -> None:
+        from snoop_nb.export import class_table
+
+        ref = self.col.kb.get_class(self.user, self.classes.v_model)
+        table = class_table(self.col, ref.owner, ref.name)
+        stem = f"{ref.owner}-{ref.name}".replace("/", "_")
+        csv = table.to_csv(index=False).encode()
+        buf = io.BytesIO()
+        table.to_parquet(buf, index=False)
+        for btn, data, mime, ext in (
+            (self.csv, csv, "text/csv", "csv"),
+            (self.parquet, buf.getvalue(), "application/vnd.apache.parquet", "parquet"),
+        ):
+            btn.href = f"data:{mime};base64,{base64.b64encode(data).decode()}"
+            btn.attributes = {"download": f"{stem}.{ext}"}
+            btn.disabled = False
+
+    # --- plots ------------------------------------------------------------------------------
+    def _plot_scores(self) -> None:
+        import numpy as np
+
+        fig, ax = _figure()
+        prob = self._all["probability"].to_numpy()
+        ax.hist(prob, bins=40, range=(0, 1), color="#90a4ae", label="all items")
+        ids = self._all["id"].to_numpy()
+        for value, color, name in ((1, "#2e7d32", "relevant"), (-1, "#c62828", "not relevant")):
+            marked = self._labels[self._labels == value].index.to_numpy()
+            sel = prob[np.isin(ids, marked)]
+            if len(sel):
+                ax.plot(sel, np.zeros_like(sel), "|", color=color, markersize=14, label=name)
+        ax.set_yscale("log")
+        ax.set_xlabel("probability of the class")
+        ax.set_ylabel("items")
+        ax.set_title("Score distribution")
+        ax.legend(loc="upper center", fontsize=8)
+        self.score_plot.value = _png(fig)
+
+    def _plot_counts(self) -> None:
+        if self._frame is None:
+            return
+        field = self.field.v_model or "folder"
+        counts = self._frame[field].astype(str).value_counts().head(15)[::-1]
+        fig, ax = _figure()
+        ax.barh(counts.index, counts.to_numpy(), color="#1976d2")
+        ax.set_xlabel("items of the class")
+        ax.set_title(f"Where the class occurs, per {field}")
+        ax.tick_params(axis="y", labelsize=8)
+        fig.tight_layout()
+        self.count_plot.value = _png(fig)
+
+
+def _figure():
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 3.4), dpi=100)
+    return fig, fig.add_subplot()
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()

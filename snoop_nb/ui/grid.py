@@ -1,0 +1,220 @@
+"""ImageGrid: a page of result thumbnails to look at, label with a click, and search from.
+
+>>> grid = ImageGrid(collection, session=collection.session("alice", "boats"))  # doctest: +SKIP
+>>> grid.show(collection.search(text="a boat", k=200))                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import ipyvuetify as v
+import traitlets as t
+
+from snoop_nb.ui.assets import asset
+from snoop_nb.ui.thumbs import Thumbnails
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from snoop_nb.collection import Collection
+    from snoop_nb.learn import FeedbackSession
+
+#: What a click does to a tile's label: relevant -> not relevant -> unlabelled -> relevant.
+NEXT_LABEL = {0: 1, 1: -1, -1: 0}
+
+_HIDDEN_META = {"rank", "id", "uri", "score", "label", "kind", "video", "t_start", "t_end"}
+
+
+class ImageGrid(v.VuetifyTemplate):
+    """Thumbnails of a result table, one page at a time, sent as JPEG bytes.
+
+    ``show(df)`` takes any result DataFrame (an ``id`` column, optionally ``score``, ``uri`` and
+    metadata columns). With a ``session``, a click cycles a tile's label and writes it to the
+    knowledge base at once. ``on_more_like_this(fn)`` replaces the default "more like this"
+    (a search by that item, shown in this grid).
+    """
+
+    template_file = asset("image_grid.vue")
+
+    tiles = t.List().tag(sync=True)
+    thumbs = t.List().tag(sync=True)  # JPEG bytes, one per tile: binary buffers on the wire
+    labels = t.Dict().tag(sync=True)  # str(item id) -> +1 / -1 for the tiles shown
+    labelling = t.Bool(False).tag(sync=True)
+    page = t.Int(1).tag(sync=True)
+    page_count = t.Int(0).tag(sync=True)
+    page_size = t.Int(24).tag(sync=True)
+    total = t.Int(0).tag(sync=True)
+    tile_size = t.Int(160).tag(sync=True)
+    status_text = t.Unicode("").tag(sync=True)
+    message = t.Unicode("").tag(sync=True)
+
+    def __init__(
+        self,
+        col: Collection,
+        *,
+        session: FeedbackSession | None = None,
+        page_size: int = 24,
+        thumbnails: Thumbnails | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(page_size=page_size, **kwargs)
+        self.col = col
+        self.thumbnails = thumbnails or Thumbnails(col)
+        self._frame: pd.DataFrame | None = None
+        self._what = ""
+        self._session: FeedbackSession | None = None
+        self._more_handlers: list[Callable[[int], None]] = []
+        self._label_handlers: list[Callable[[list[int], int], None]] = []
+        self._ready_handlers: list[Callable[[], None]] = []
+        self.session = session
+        self.observe(lambda _: self._render(), names=["page", "page_size"])
+
+    # --- public API -----------------------------------------------------------------------
+    @property
+    def session(self) -> FeedbackSession | None:
+        """The feedback session clicks label for (None: clicks do not label)."""
+        return self._session
+
+    @session.setter
+    def session(self, session: FeedbackSession | None) -> None:
+        self._session = session
+        self.labelling = session is not None
+        self._render()
+
+    @property
+    def frame(self) -> pd.DataFrame | None:
+        """The result table shown (all pages)."""
+        return self._frame
+
+    def show(self, frame: pd.DataFrame, *, text: str = "") -> None:
+        """Show a result table from its first page."""
+        self._frame = frame.reset_index(drop=True)
+        self.message = ""
+        self._what = text
+        if self.page != 1:
+            self.page = 1  # renders
+        else:
+            self._render()
+
+    def set_message(self, text: str) -> None:
+        self.message = text
+
+    def on_more_like_this(self, handler: Callable[[int], None]) -> None:
+        """Call ``handler(item_id)`` on "more like this" instead of searching in this grid."""
+        self._more_handlers.append(handler)
+
+    def on_label(self, handler: Callable[[list[int], int], None]) -> None:
+        """Call ``handler(ids, value)`` after each label written from this grid."""
+        self._label_handlers.append(handler)
+
+    def on_ready(self, handler: Callable[[], None]) -> None:
+        """Call ``handler()`` once the grid is on screen in a browser."""
+        self._ready_handlers.append(handler)
+
+    def label(self, item_id: int, value: int) -> None:
+        """Label one item as if clicked: write it to the knowledge base, then update its tile."""
+        if self._session is None:
+            self.message = "choose or create a class to label items"
+            return
+        item_id, value = int(item_id), int(value)
+        self._session.label([item_id], value)
+        labels = dict(self.labels)
+        if value:
+            labels[str(item_id)] = value
+        else:
+            labels.pop(str(item_id), None)
+        self.labels = labels
+        for handler in self._label_handlers:
+            handler([item_id], value)
+
+    def refresh_labels(self) -> None:
+        """Re-read the labels of the tiles shown from the knowledge base."""
+        self.labels = self._page_labels([tile["id"] for tile in self.tiles])
+
+    # --- front-end events -------------------------------------------------------------------
+    def vue_cycle(self, data: dict) -> None:
+        item_id = int(data["id"])
+        self.label(item_id, NEXT_LABEL[int(self.labels.get(str(item_id), 0))])
+
+    def vue_set_label(self, data: dict) -> None:
+        self.label(int(data["id"]), max(-1, min(1, int(data["value"]))))
+
+    def vue_more(self, data: dict) -> None:
+        item_id = int(data["id"])
+        if self._more_handlers:
+            for handler in self._more_handlers:
+                handler(item_id)
+        else:
+            self.show(self.col.search(item=item_id, k=max(self.page_size * 4, 100)))
+
+    def vue_ready(self, data: dict) -> None:
+        handlers, self._ready_handlers = self._ready_handlers, []
+        for handler in handlers:
+            handler()
+
+    def vue_goto(self, page: int) -> None:
+        self.page = max(1, min(int(page), max(self.page_count, 1)))
+
+    # --- rendering ----------------------------------------------------------------------------
+    def _page_labels(self, ids: list[int]) -> dict[str, int]:
+        if self._session is None or not ids:
+            return {}
+        lab = self._session.labels()
+        lab = lab[lab["item_id"].isin(ids)]
+        return {
+            str(int(i)): int(val)
+            for i, val in zip(lab["item_id"], lab["value"], strict=True)
+            if val
+        }
+
+    def _render(self) -> None:
+        frame = self._frame
+        if frame is None:
+            return
+        n = len(frame)
+        pages = max(1, math.ceil(n / self.page_size))
+        page = min(max(self.page, 1), pages)
+        part = frame.iloc[(page - 1) * self.page_size : page * self.page_size]
+        ids = [int(i) for i in part["id"]]
+        thumbs = self.thumbnails.get(ids)
+        tiles = [self._tile(row, thumbs[int(row["id"])]) for _, row in part.iterrows()]
+        with self.hold_sync():
+            self.tiles = tiles
+            self.thumbs = [thumbs[i] for i in ids]
+            self.labels = self._page_labels(ids)
+            self.total = n
+            self.page_count = pages
+            self.status_text = self._status(n, page, len(ids))
+        following = frame["id"].iloc[page * self.page_size : (page + 1) * self.page_size]
+        if len(following):
+            self.thumbnails.prefetch(int(i) for i in following)
+
+    def _status(self, n: int, page: int, shown: int) -> str:
+        if n == 0:
+            return f"no results · {self._what}" if self._what else "no results"
+        first = (page - 1) * self.page_size + 1
+        what = f" · {self._what}" if self._what else ""
+        return f"{first}-{first + shown - 1} of {n}{what}"
+
+    def _tile(self, row: pd.Series, thumb: bytes) -> dict:
+        import pandas as pd
+
+        item_id = int(row["id"])
+        uri = str(row.get("uri") or "")
+        score = row.get("score")
+        meta = [
+            f"{key}: {value}"
+            for key, value in row.items()
+            if key not in _HIDDEN_META and isinstance(value, (str, int, float)) and pd.notna(value)
+        ]
+        return {
+            "id": item_id,
+            "caption": os.path.basename(uri) or f"#{item_id}",
+            "score": None if score is None or pd.isna(score) else f"{float(score):.3f}",
+            "meta": [f"#{item_id}", *meta][:8],
+            "error": None if thumb else (self.thumbnails.error(item_id) or "no preview"),
+        }

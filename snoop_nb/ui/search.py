@@ -1,0 +1,133 @@
+"""SearchPanel: query the collection by text, by an uploaded picture, or by any tile."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import ipyvuetify as v
+import ipywidgets as w
+
+from snoop_nb.errors import SnoopError, UsageError
+
+if TYPE_CHECKING:
+    from snoop_nb.collection import Collection
+    from snoop_nb.ui.grid import ImageGrid
+
+#: Largest picture a visitor may upload (bytes); bigger ones are refused before decoding.
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+
+K_CHOICES = [50, 100, 200, 500, 1000]
+
+
+class SearchPanel(v.Card):
+    """A text field, an image upload and a result count; results go into ``grid``.
+
+    ``on_search(fn)`` calls ``fn(query)`` after each search, with ``query`` one of
+    ``{"text": ...}``, ``{"image": PIL image}`` or ``{"item": id}`` (the class trainer takes
+    it as the starting point of a class that has no model yet).
+    """
+
+    def __init__(self, col: Collection, grid: ImageGrid, *, k: int = 100, **kwargs: Any):
+        self.col = col
+        self.grid = grid
+        self._handlers: list[Callable[[dict], None]] = []
+        self.text_field = v.TextField(
+            v_model="",
+            label="Search by text",
+            placeholder="e.g. a bird, a red car, a lighthouse",
+            prepend_inner_icon="mdi-magnify",
+            clearable=True,
+            hide_details=True,
+            density="compact",
+            variant="outlined",
+            class_="snoop-search-text",
+        )
+        self.text_field.on_event(
+            "keydown.enter", lambda *_: self.search_text(self.text_field.v_model)
+        )
+        self.button = v.Btn(children=["Search"], color="primary", class_="snoop-search-btn")
+        self.button.on_event("click", lambda *_: self.search_text(self.text_field.v_model))
+        self.k = v.Select(
+            items=K_CHOICES,
+            v_model=k if k in K_CHOICES else 100,
+            label="results",
+            density="compact",
+            hide_details=True,
+            style_="max-width: 110px",
+            class_="snoop-search-k",
+        )
+        self.upload = w.FileUpload(accept="image/*", multiple=False, description="Search by image")
+        self.upload.add_class("snoop-search-upload")
+        self.upload.observe(self._on_upload, names="value")
+        grid.on_more_like_this(self.search_item)
+        super().__init__(
+            class_="pa-2 snoop-search",
+            variant="outlined",
+            children=[
+                v.Row(
+                    no_gutters=True,
+                    align="center",
+                    children=[
+                        v.Col(children=[self.text_field], cols=12, md=6, class_="pr-2"),
+                        v.Col(children=[self.button], cols="auto", class_="pr-2"),
+                        v.Col(children=[self.k], cols="auto", class_="pr-2"),
+                        v.Col(children=[self.upload], cols="auto"),
+                    ],
+                )
+            ],
+            **kwargs,
+        )
+
+    def on_search(self, handler: Callable[[dict], None]) -> None:
+        self._handlers.append(handler)
+
+    # --- the three kinds of query ---------------------------------------------------------
+    def search_text(self, text: str | None) -> None:
+        """Show the items nearest to ``text``."""
+        text = (text or "").strip()
+        if not text:
+            self.grid.set_message("type something to search for")
+            return
+        self._run({"text": text}, f"“{text}”")
+
+    def search_image(self, data: bytes, name: str = "upload") -> None:
+        """Show the items nearest to an uploaded picture (checked and decoded safely)."""
+        from snoop_nb.media.decode import load_image
+
+        try:
+            if len(data) > MAX_UPLOAD_BYTES:
+                raise UsageError(
+                    f"{name} is {len(data) / 2**20:.1f} MiB; pictures up to "
+                    f"{MAX_UPLOAD_BYTES // 2**20} MiB can be searched"
+                )
+            image = load_image(bytes(data), name=name)
+        except SnoopError as e:
+            self.grid.set_message(f"cannot search with {name}: {e}")
+            return
+        self._run({"image": image}, name)
+
+    def search_item(self, item_id: int) -> None:
+        """Show the items nearest to item ``item_id`` ("more like this")."""
+        self._run({"item": int(item_id)}, f"item #{item_id}")
+
+    def _run(self, query: dict, what: str) -> None:
+        self.button.loading = True
+        try:
+            frame = self.col.search(k=int(self.k.v_model or 100), **query)
+        except SnoopError as e:
+            self.grid.set_message(str(e))
+            return
+        finally:
+            self.button.loading = False
+        self.grid.show(frame, text=what)
+        for handler in self._handlers:
+            handler(query)
+
+    def _on_upload(self, change: dict) -> None:
+        files = change["new"]
+        if not files:
+            return
+        upload = files[0]
+        self.search_image(bytes(upload["content"]), upload.get("name") or "upload")
+        self.upload.value = ()
