@@ -20,6 +20,12 @@ if TYPE_CHECKING:
 #: Rows of the class table shown in the page (the exports hold them all).
 TABLE_ROWS = 200
 
+_TABLE_STYLE = (
+    "<style>.snoop-table{border-collapse:collapse;font-size:13px}"
+    ".snoop-table th,.snoop-table td{padding:2px 10px;text-align:left}"
+    ".snoop-table tbody tr:nth-child(odd){background:#f5f5f5}</style>"
+)
+
 
 class ClassExplorer(v.Card):
     """A class's results as a table, CSV/Parquet downloads, and matplotlib plots of its score
@@ -137,6 +143,7 @@ class ClassExplorer(v.Card):
         lab = kb.labels(ref).set_index("item_id")["value"]
         frame.insert(4, "label", frame["id"].map(lab).fillna(0).astype(int))
         frame.insert(3, "folder", [os.path.basename(os.path.dirname(u)) for u in frame["uri"]])
+        frame.insert(3, "name", [os.path.basename(u) for u in frame["uri"]])
         self._all = pd.DataFrame({"id": ids, "probability": prob})
         self._labels = lab
         return frame
@@ -156,7 +163,7 @@ class ClassExplorer(v.Card):
         self._frame = frame
         self.summary.children = [f"{self.classes.v_model}: {self._note}"]
         cols = [c for c in frame.columns if c not in ("kind", "video", "t_start", "t_end", "uri")]
-        self.table.value = (
+        self.table.value = _TABLE_STYLE + (
             frame[cols]
             .head(TABLE_ROWS)
             .to_html(
@@ -176,6 +183,7 @@ class ClassExplorer(v.Card):
                 "rank",
                 "id",
                 "uri",
+                "name",
                 "probability",
                 "label",
                 "kind",
@@ -224,8 +232,8 @@ class ClassExplorer(v.Card):
         for value, color, name in ((1, "#2e7d32", "relevant"), (-1, "#c62828", "not relevant")):
             marked = self._labels[self._labels == value].index.to_numpy()
             sel = prob[np.isin(ids, marked)]
-            if len(sel):
-                ax.plot(sel, np.zeros_like(sel), "|", color=color, markersize=14, label=name)
+            if len(sel):  # a rug under the histogram (in axes height, as the scale is log)
+                ax.vlines(sel, 0, 0.1, color=color, transform=ax.get_xaxis_transform(), label=name)
         ax.set_yscale("log")
         ax.set_xlabel("probability of the class")
         ax.set_ylabel("items")
