@@ -243,3 +243,28 @@ def test_stopping_the_dashboard_stops_its_kernels(tmp_path):
     while kernels_of(col_dir) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert kernels_of(col_dir) == []
+
+
+def test_keyboard_labels_tiles_and_asks_for_more_like_this(browser, served):
+    url, col_dir = served
+    page = new_page(browser)
+    open_app(page, url + "?user=hugo")
+    choose_class(page, "keys")
+    first = tile_ids(page)[0]
+    tile = page.locator(f'.snoop-tile[data-id="{first}"]')
+    for key, label in (("n", "-1"), ("r", "1"), ("u", "0"), ("2", "-1")):
+        tile.focus()
+        page.keyboard.press(key)
+        page.wait_for_function(
+            '([i, v]) => document.querySelector(`.snoop-tile[data-id="${i}"]`).dataset.label === v',
+            arg=[first, label],
+        )
+    assert labels_in_kb(col_dir, "hugo", "keys") == {first: -1}
+    tile.focus()
+    page.keyboard.press("m")
+    page.wait_for_function(
+        "(i) => document.querySelector('.snoop-grid__count').textContent.includes(`item #${i}`)",
+        arg=first,
+    )
+    assert first not in tile_ids(page)  # an item is left out of its own results
+    page.context.close()
