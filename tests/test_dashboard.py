@@ -184,6 +184,7 @@ def test_search_by_uploaded_picture(browser, served, tmp_path):
     [
         "voila/files/catalog.sqlite",
         "voila/files/snoop.ipynb",
+        "voila/files/voila.json",
         "voila/files/{col}/catalog.sqlite",
         "voila/files/..%2Fcatalog.sqlite",
         "voila/files/{image}",

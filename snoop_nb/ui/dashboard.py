@@ -12,6 +12,7 @@ a first search without the model's load time; :func:`dashboard_app` does the wai
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -39,28 +40,31 @@ def dashboard_notebook() -> Path:
     raise UsageError(f"the dashboard notebook {DASHBOARD} is missing from this installation")
 
 
-def voila_command(
-    notebook: Path, port: int, *, ip: str = "127.0.0.1", preheat: int = 1
-) -> list[str]:
-    """The Voila command line that serves ``notebook`` and no other file, keeping ``preheat``
-    kernels ready for the next visitors (0: none, each visitor waits for their kernel)."""
-    return [
-        sys.executable,
-        "-m",
-        "voila",
-        str(notebook),
-        "--no-browser",
-        f"--port={port}",
-        "--port_retries=0",
-        f"--Voila.ip={ip}",
-        "--VoilaConfiguration.file_allowlist=[]",
-        "--VoilaConfiguration.file_denylist=['.*']",
-        "--VoilaConfiguration.show_tracebacks=False",
-        "--strip_sources=True",
-        f"--preheat_kernel={preheat > 0}",
-        f"--pool_size={max(preheat, 1)}",
-        f"--Voila.tornado_settings={{'websocket_max_message_size': {WEBSOCKET_MAX_BYTES}}}",
-    ]
+def voila_config(*, ip: str = "127.0.0.1", preheat: int = 1) -> dict:
+    """Voila's settings (written as ``voila.json`` beside the notebook): serve the notebook and
+    no other file, keep ``preheat`` kernels ready for the next visitors (0: none, each visitor
+    waits for their own kernel)."""
+    return {
+        "Voila": {
+            "ip": ip,
+            "port_retries": 0,
+            "open_browser": False,
+            "tornado_settings": {"websocket_max_message_size": WEBSOCKET_MAX_BYTES},
+        },
+        "VoilaConfiguration": {
+            "file_allowlist": [],
+            "file_denylist": [".*"],
+            "show_tracebacks": False,
+            "strip_sources": True,
+            "preheat_kernel": preheat > 0,
+            "default_pool_size": max(preheat, 1),
+        },
+    }
+
+
+def voila_command(notebook: Path, port: int) -> list[str]:
+    """The Voila command line; it reads ``voila.json`` from its working directory."""
+    return [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}"]
 
 
 def dashboard_app(collection: str | os.PathLike | None = None):
@@ -108,14 +112,14 @@ def serve(
     with tempfile.TemporaryDirectory(prefix="snoop-dashboard-") as run_dir:
         notebook = Path(run_dir) / DASHBOARD
         shutil.copyfile(dashboard_notebook(), notebook)
+        config = json.dumps(voila_config(preheat=preheat), indent=2)
+        (Path(run_dir) / "voila.json").write_text(config)
         print(
             f"snoop dashboard: {root.name} ({items} items) at http://127.0.0.1:{port}/ "
             "(Ctrl-C stops it)",
             flush=True,
         )
-        proc = subprocess.Popen(
-            voila_command(notebook, port, preheat=preheat), cwd=run_dir, env=env
-        )
+        proc = subprocess.Popen(voila_command(notebook, port), cwd=run_dir, env=env)
 
         def stop(*_):  # SIGTERM/SIGINT: Voila shuts its kernels down, then we leave
             proc.terminate()
