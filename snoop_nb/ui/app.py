@@ -126,10 +126,7 @@ class App(v.Sheet):
         """Show the collection to ``user`` (their classes, and the classes others share)."""
         from snoop_nb.kb import check_name
 
-        try:
-            user = check_name("user", user.strip())
-        except SnoopError:
-            raise
+        user = check_name("user", user.strip())
         self.col.kb.user_id(user)
         self.user = user
         self.user_chip.children = [user]
