@@ -36,6 +36,11 @@ class TrainedModel:
         return np.asarray(x, np.float32) @ self.weights + self.bias
 
 
+def probability(scores: np.ndarray) -> np.ndarray:
+    """The logistic of linear scores: the model's probability that items are relevant."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(scores, np.float64)))
+
+
 def make_estimator(C: float = 1.0, seed: int = 0):
     """The default estimator: L2-regularised logistic regression, classes balanced."""
     from sklearn.linear_model import LogisticRegression

@@ -300,7 +300,7 @@ class FeedbackSession:
         if m is None:
             raise UsageError(f"{self.ref} has no trained model yet: train() first")
         ids, s = exact_scores(self.col, m.weights, m.bias)
-        prob = 1.0 / (1.0 + np.exp(-s.astype(np.float64)))
+        prob = classifier.probability(s)
         keep = prob >= threshold
         return self.kb.set_applied(self.ref, ids[keep], prob[keep], m.id)
 

@@ -171,7 +171,9 @@ class App(v.Sheet):
         tabs.observe(self._on_tab, names="v_model")
         self.tabs = tabs
         self.body.children = [tabs, pages]
-        grid.show(self.col.items().assign(score=None).head(self.k * 5), text="the collection")
+        # the first items of the catalog, read alone: a large catalog is not loaded at start
+        first = self.col.ok_ids()[: self.k * 5]
+        grid.show(self.col.items(first.tolist()).assign(score=None), text="the collection")
 
     def _on_tab(self, change: dict) -> None:
         if change["new"] == "explore" and self.explorer is not None and self.trainer is not None:

@@ -119,6 +119,7 @@ class ClassExplorer(v.Card):
         import numpy as np
         import pandas as pd
 
+        from snoop_nb.learn.classifier import probability
         from snoop_nb.learn.rank import exact_scores
         from snoop_nb.search import results_frame
 
@@ -128,7 +129,7 @@ class ClassExplorer(v.Card):
         if model is None:
             raise SnoopError(f"{ref} is not trained yet: train it first")
         ids, scores = exact_scores(self.col, model.weights, model.bias)
-        prob = 1.0 / (1.0 + np.exp(-scores.astype(np.float64)))
+        prob = probability(scores)
         applied = kb.applied(ref)
         if len(applied):
             keep = np.isin(ids, applied["item_id"].to_numpy())
