@@ -15,7 +15,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser demo demo-collection dashboard test lint bench clean help
+.PHONY: setup browser demo demo-collection dashboard test lint bench wheel clean help
 
 help:
 	@echo "make demo   set up, fetch the demo corpus, build its collection, show a search,"
@@ -53,8 +53,8 @@ dashboard: setup
 	$(VENV)/bin/snoop dashboard --collection $(DEMO_COLLECTION) --port $(or $(PORT),8866)
 
 lint: setup
-	$(VENV)/bin/ruff check snoop_nb tests benchmarks notebooks dashboards
-	$(VENV)/bin/ruff format --check snoop_nb tests benchmarks notebooks dashboards
+	$(VENV)/bin/ruff check setup.py snoop_nb tests benchmarks notebooks dashboards
+	$(VENV)/bin/ruff format --check setup.py snoop_nb tests benchmarks notebooks dashboards
 
 # The unit, integration and browser tests, then every notebook top to bottom (nbval).
 test: setup lint browser demo-collection
@@ -67,5 +67,10 @@ bench: setup browser demo-collection
 	$(PY) benchmarks/feedback.py
 	$(PY) benchmarks/ui.py
 
+# A wheel that carries the widget templates and the dashboard (tests/test_wheel.py installs one
+# in a fresh environment and runs the CLI, the UI and the dashboard from it).
+wheel: setup
+	$(PIP) wheel --no-deps --no-build-isolation -q . -w dist
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf dist $(VENV) build *.egg-info .pytest_cache .ruff_cache

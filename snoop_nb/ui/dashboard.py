@@ -34,7 +34,8 @@ WEBSOCKET_MAX_BYTES = 32 * 1024 * 1024
 def dashboard_notebook() -> Path:
     """The dashboard notebook of this installation."""
     here = Path(__file__).resolve()
-    for base in (here.parents[2] / "dashboards", here.parent / "dashboards"):
+    # the wheel's copy (setup.py puts it in the package), then a source checkout's
+    for base in (here.parent / "dashboards", here.parents[2] / "dashboards"):
         if (base / DASHBOARD).is_file():
             return base / DASHBOARD
     raise UsageError(f"the dashboard notebook {DASHBOARD} is missing from this installation")
