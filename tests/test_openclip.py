@@ -38,12 +38,30 @@ def test_checkpoint_round_trip_gives_the_saved_model(tiny_clip):
     assert np.allclose(va.astype(np.float32), ref, atol=2e-3)
 
 
-def test_texts_and_images_share_one_space(tiny_embedder):
-    t = tiny_embedder.encode_texts(["a cat", "a cup of coffee"])
-    i = tiny_embedder.encode_images([photo("chelsea", (64, 64))], progress=False)
+def test_texts_and_images_share_one_space(tiny_clip, tiny_embedder):
+    """Text vectors come from the checkpoint's own text tower, image vectors from its image
+    tower, so text-to-image scores are the model's own (its logits over its logit scale)."""
+    import open_clip
+    import torch
+
+    texts = ["a cat", "a cup of coffee"]
+    t = tiny_embedder.encode_texts(texts)
+    image = photo("chelsea", (64, 64))
+    i = tiny_embedder.encode_images([image], progress=False)
     assert t.shape == (2, 32) and i.shape == (1, 32) and t.dtype == np.float16
-    assert np.all(np.isfinite(t.astype(np.float32) @ i.astype(np.float32).T))
-    assert not np.allclose(t[0], t[1])
+    net = open_clip.create_model("tiny-clip")
+    net.load_state_dict(torch.load(tiny_clip["pretrained"]))
+    net.eval()
+    tokens = open_clip.get_tokenizer("tiny-clip")(texts)
+    x = torch.from_numpy(tiny_embedder.preprocess(image)[None])
+    with torch.no_grad():
+        ref_t = torch.nn.functional.normalize(net.encode_text(tokens), dim=-1).numpy()
+        image_f, text_f, scale = net(x, tokens)[:3]
+        logits = (scale * image_f @ text_f.T).numpy()
+    assert np.allclose(t.astype(np.float32), ref_t, atol=2e-3)
+    scores = i.astype(np.float32) @ t.astype(np.float32).T
+    assert np.allclose(scores * float(scale), logits, atol=float(scale) * 4e-3)
+    assert not np.allclose(t[0], t[1], atol=1e-2)
 
 
 def test_random_weights_say_so_in_the_id(tiny_clip):
