@@ -99,6 +99,7 @@ def run_resolve(cache) -> str:
     return r.stdout.strip()
 
 
+@pytest.mark.slow
 def test_pretrained_tag_is_found_in_the_local_hugging_face_cache_only(tmp_path):
     cache = tmp_path / "hub"
     assert "not in the local Hugging Face cache" in run_resolve(cache)
