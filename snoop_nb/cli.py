@@ -1,17 +1,24 @@
-"""The ``snoop`` command line: index folders, search them, describe a collection, and build
-personal visual classes (label, train, rank, export).
+"""The ``snoop`` command line: index folders, search them, describe a collection, remove
+files from it, and build personal visual classes (label, train, rank, suggest, apply, export).
 
 Exit codes: 0 on success (also when some files were bad and reported), 2 on usage errors,
 1 on any other failure, always with a one-line message on stderr.
+
+Only ``label`` creates users and classes; every other verb reads them and answers an unknown
+one with exit 2 and the names there are. File names, class names and messages are printed
+with control, invisible and direction-changing characters escaped (``\\x1b``, ``\\u202e``): a
+file name cannot move the cursor, retitle the terminal or reorder what is printed around it.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
 import sys
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ix.add_argument("--batch-size", type=_positive, default=32, metavar="N")
     ix.add_argument("--workers", type=_positive, default=None, metavar="N", help="decoding threads")
+    ix.add_argument(
+        "--max-pixels",
+        type=_pixels,
+        default=MAX_PIXELS,
+        metavar="N",
+        help="refuse images of more pixels than this (default 1,000,000,000: one gigapixel)",
+    )
     ix.add_argument("--quiet", action="store_true", help="no progress bar")
     ix.add_argument("--json", action="store_true", help="print the run's report as JSON")
 
@@ -72,7 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--class", dest="class_name", required=class_required, metavar="NAME")
         return sp
 
-    lb = class_parser("label", "label items relevant (--pos) or not (--neg) for a class")
+    cl = sub.add_parser("classes", help="list a user's classes and the shared ones")
+    cl.add_argument("--collection", required=True, metavar="DIR")
+    cl.add_argument("--user", metavar="U", help="whose classes (default: every class)")
+    cl.add_argument("--json", action="store_true")
+
+    lb = class_parser(
+        "label", "label items relevant (--pos) or not (--neg) for a class (creates it if new)"
+    )
     lb.add_argument("--pos", type=int, nargs="+", default=[], metavar="ID")
     lb.add_argument("--neg", type=int, nargs="+", default=[], metavar="ID")
     lb.add_argument("--clear", type=int, nargs="+", default=[], metavar="ID")
@@ -81,10 +102,30 @@ def build_parser() -> argparse.ArgumentParser:
     rk = class_parser("rank", "rank the collection with the class's latest classifier")
     rk.add_argument("-k", type=_positive, default=20, metavar="K")
     rk.add_argument("--json", action="store_true")
+    sg = class_parser("suggest", "unlabelled items worth labelling next")
+    sg.add_argument("--strategy", default="mixed", choices=list(STRATEGIES))
+    sg.add_argument("-k", type=_positive, default=20, metavar="K")
+    sg.add_argument("--json", action="store_true")
+    ap = class_parser("apply", "apply the class's latest classifier to the whole collection")
+    ap.add_argument(
+        "--threshold",
+        type=_probability,
+        default=0.5,
+        metavar="T",
+        help="keep items whose probability is at least T (0 to 1, default 0.5)",
+    )
+    ap.add_argument("--json", action="store_true")
     ex = class_parser(
         "export", "export labels and applied classes to CSV or Parquet", class_required=False
     )
     ex.add_argument("--out", required=True, metavar="FILE")
+
+    rm = sub.add_parser(
+        "remove", help="remove the items of PATH... (files, or folders) from a collection"
+    )
+    rm.add_argument("paths", nargs="+", metavar="PATH", help="files or folders, present or not")
+    rm.add_argument("--collection", required=True, metavar="DIR")
+    rm.add_argument("--json", action="store_true")
 
     db = sub.add_parser("dashboard", help="serve the dashboard on 127.0.0.1 (Voila)")
     db.add_argument("--collection", required=True, metavar="DIR")
@@ -98,6 +139,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="kernels kept ready, model loaded, for the next visitors (0: none; default 1)",
     )
     return p
+
+
+MAX_PIXELS = 1_000_000_000
+STRATEGIES = ("top", "uncertain", "diverse", "mixed")  # FeedbackSession.suggest's strategies
+
+
+def _pixels(text: str) -> int:
+    """A pixel count: ``250000000``, ``250_000_000`` or ``2.5e8``."""
+    try:
+        value = float(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of pixels: {text!r}") from None
+    if not math.isfinite(value) or value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 pixel: {text}")
+    return int(value)
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a probability is between 0 and 1, not {text}")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -135,27 +201,38 @@ def cmd_index(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             workers=args.workers,
             progress=False if args.quiet else None,
+            **_max_pixels(col, args.max_pixels),
         )
+        retried = getattr(report, "retried", None)
         if args.json:
-            print(
-                json.dumps(
-                    {
-                        "collection": str(col.root),
-                        "discovered": report.discovered,
-                        "added": report.added,
-                        "replaced": report.replaced,
-                        "skipped": report.skipped,
-                        "errors": [{"uri": u, "reason": r} for u, r in report.errors],
-                        "items": len(col),
-                        "seconds": round(report.seconds, 3),
-                    }
-                )
-            )
+            out = {
+                "collection": str(col.root),
+                "discovered": report.discovered,
+                "added": report.added,
+                "replaced": report.replaced,
+                "skipped": report.skipped,
+                "errors": [{"uri": u, "reason": r} for u, r in report.errors],
+                "items": len(col),
+                "seconds": round(report.seconds, 3),
+            }
+            if retried is not None:
+                out["retried"] = retried
+            _print_json(out)
         else:
-            print(f"{col.root}: {report}; {len(col)} items in all")
+            line = f"{col.root}: {report}"
+            if retried and "retried" not in line:
+                line += f"; {retried} tried again"
+            _print(f"{line}; {len(col)} items in all")
             for uri, reason in report.errors:
-                print(f"  skipped {uri}: {reason}", file=sys.stderr)
+                _print(f"  skipped {uri}: {reason}", file=sys.stderr)
     return 0
+
+
+def _max_pixels(col, max_pixels: int) -> dict:
+    # TEMPORARY until Collection.add takes max_pixels (being added): then pass it directly
+    if "max_pixels" in inspect.signature(col.add).parameters:
+        return {"max_pixels": max_pixels}
+    return {}
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -172,17 +249,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             k=args.k,
             exact=True if args.exact else None,
         )
-    if args.json:
-        print(json.dumps([_jsonable(r) for r in df.to_dict(orient="records")], ensure_ascii=False))
-    else:
-        import pandas as pd
-
-        with pd.option_context("display.max_colwidth", 80, "display.width", 200):
-            print(
-                df[["rank", "id", "score", "uri"]].to_string(index=False)
-                if len(df)
-                else "no results"
-            )
+    _print_results(df, args.json, ["rank", "id", "score", "uri"])
     return 0
 
 
@@ -192,19 +259,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     with open_collection(args.collection) as col:
         info = col.info()
     if args.json:
-        print(json.dumps(info, ensure_ascii=False))
+        _print_json(info)
     else:
-        print(f"collection  {info['path']}")
-        print(f"items       {info['items']}")
-        print(f"bad files   {len(info['errors'])}")
-        print(f"model       {info['model']}  ({info['embedder']}, dim {info['dim']})")
-        print(
+        _print(f"collection  {info['path']}")
+        _print(f"items       {info['items']}")
+        _print(f"bad files   {len(info['errors'])}")
+        _print(f"model       {info['model']}  ({info['embedder']}, dim {info['dim']})")
+        _print(
             f"index       {info['index'].get('kind')}  {info['index'].get('bytes', 0) / 1e6:.1f} MB"
         )
         for err in info["errors"][:20]:
-            print(f"  {err['uri']}: {err['reason']}")
+            _print(f"  {err['uri']}: {err['reason']}")
         if len(info["errors"]) > 20:
-            print(f"  ... and {len(info['errors']) - 20} more (see --json)")
+            _print(f"  ... and {len(info['errors']) - 20} more (see --json)")
     return 0
 
 
@@ -222,7 +289,7 @@ def cmd_label(args: argparse.Namespace) -> int:
             if ids:
                 s.label(ids, value)
         n = s.counts()
-        print(f"{s.ref}: {n['pos']} relevant, {n['neg']} not relevant")
+        _print(f"{s.ref}: {n['pos']} relevant, {n['neg']} not relevant")
     return 0
 
 
@@ -230,18 +297,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     from snoop_nb.collection import open_collection
 
     with open_collection(args.collection) as col:
-        s = col.session(args.user, args.class_name)
+        s = _session(col, args.user, args.class_name, own=True, to="train it")
         m = s.train()
+    mistakes = _mistakes(m.quality)
     out = {
         "class": str(s.ref),
         "model_id": m.id,
         "positives": m.n_pos,
         "negatives": m.n_neg,
         "pseudo_negatives": m.params.get("pseudo_negatives", 0),
-        "quality": m.quality,
+        "quality": m.quality,  # the model's whole metrics, whatever keys training adds
+        "params": m.params,
     }
+    if mistakes is not None:
+        out["mistakes"] = mistakes[1]
     if args.json:
-        print(json.dumps(out))
+        _print_json(out)
     else:
         q = m.quality
         est = (
@@ -250,7 +321,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             if q.get("cv_folds")
             else q.get("reason", "")
         )
-        print(f"{s.ref}: model {m.id} from {m.n_pos} relevant, {m.n_neg} not relevant; {est}")
+        if mistakes is not None:
+            n = mistakes[1]
+            est += (
+                f"; it still gets {n} of its labels wrong" if n else "; it gets every label right"
+            )
+        _print(f"{s.ref}: model {m.id} from {m.n_pos} relevant, {m.n_neg} not relevant; {est}")
     return 0
 
 
@@ -258,11 +334,114 @@ def cmd_rank(args: argparse.Namespace) -> int:
     from snoop_nb.collection import open_collection
 
     with open_collection(args.collection) as col:
-        s = col.session(args.user, args.class_name)
+        s = _session(col, args.user, args.class_name)
         if s.model() is None:
             raise UsageError(f"{s.ref} has no trained model: run `snoop train` first")
         df = s.rank(args.k)
     _print_results(df, args.json, ["rank", "id", "score", "label", "uri"])
+    return 0
+
+
+def cmd_suggest(args: argparse.Namespace) -> int:
+    from snoop_nb.collection import open_collection
+
+    with open_collection(args.collection) as col:
+        s = _session(col, args.user, args.class_name)
+        df = s.suggest(args.k, args.strategy)
+    _print_results(df, args.json, ["rank", "id", "score", "label", "uri"])
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from snoop_nb.collection import open_collection
+
+    with open_collection(args.collection) as col:
+        s = _session(col, args.user, args.class_name, own=True, to="apply it")
+        n = s.apply(args.threshold)
+        model, items = s.model(), len(col)
+    out = {
+        "class": str(s.ref),
+        "owner": s.ref.owner,
+        "name": s.ref.name,
+        "model_id": model.id,
+        "threshold": args.threshold,
+        "applied": n,
+        "items": items,
+    }
+    if args.json:
+        _print_json(out)
+    else:
+        _print(
+            f"{s.ref}: applied to {n} of {items} items "
+            f"(probability at least {args.threshold:g}, model {model.id})"
+        )
+    return 0
+
+
+def cmd_classes(args: argparse.Namespace) -> int:
+    from snoop_nb.collection import open_collection
+
+    with open_collection(args.collection) as col:
+        rows = col.kb.summaries(args.user)
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        whose = f"{args.user} has" if args.user else "this collection has"
+        _print(f"{whose} no classes yet (`snoop label` creates one)")
+        return 0
+    import pandas as pd
+
+    def quality(row: dict) -> str:
+        q = (row["latest_model"] or {}).get("quality", {})
+        ap = q.get("average_precision")
+        return "-" if ap is None else f"AP {ap:.3f}"
+
+    table = pd.DataFrame(
+        {
+            "class": [r["class"] for r in rows],
+            "owner": [r["owner"] for r in rows],
+            "shared": ["yes" if r["shared"] else "no" for r in rows],
+            "relevant": [r["relevant"] for r in rows],
+            "not relevant": [r["not_relevant"] for r in rows],
+            "models": [r["models"] for r in rows],
+            "latest": [quality(r) for r in rows],
+            "applied": [r["applied"] for r in rows],
+        }
+    )
+    _print_table(table)
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from snoop_nb.collection import open_collection
+
+    with open_collection(args.collection) as col:
+        found = [(path, col.ids_under([path])) for path in args.paths]
+        missing = [path for path, ids in found if len(ids) == 0]
+        if missing:
+            raise UsageError(
+                f"{missing[0]}: no item of {col.root} is this file or under this folder "
+                "(nothing was removed)"
+            )
+        ids = np.unique(np.concatenate([ids for _, ids in found]))
+        n = col.remove(ids)
+        left = len(col)
+    if args.json:
+        _print_json(
+            {
+                "removed": n,
+                "items": left,
+                "paths": [{"path": str(p), "items": len(ids)} for p, ids in found],
+            }
+        )
+    else:
+        _print(
+            f"{args.collection}: removed {n} items, {left} left "
+            "(their labels stay in the knowledge base)"
+        )
     return 0
 
 
@@ -273,9 +452,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise UsageError(f"--out {out}: the file name must end in .csv or .parquet")
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder: give a file name ending in .csv or .parquet")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: there is no folder {out.parent}: create it first")
     with open_collection(args.collection) as col:
+        # never creates: an unknown user or class is exit 2 with the names there are
+        if args.class_name is None:
+            col.kb.user_id(args.user, create=False)
+        else:
+            col.kb.get_class(args.user, args.class_name)
         n = export_classes(col, args.user, args.class_name, out)
-    print(f"wrote {n} rows to {out}")
+    _print(f"wrote {n} rows to {out}")
     return 0
 
 
@@ -287,27 +475,144 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return serve(args.collection, port=args.port, user=args.user, preheat=args.preheat)
 
 
+def _session(col, user: str, class_name: str, *, own: bool = False, to: str = "change it"):
+    """A feedback session on ``user``'s existing class (or a class shared as ``owner/name``).
+
+    Creates nothing: an unknown user or class is a UsageError (exit 2) listing the names there
+    are. ``own``: the class must be the user's own, for verbs that write to it.
+    """
+    from snoop_nb.kb import check_name
+    from snoop_nb.learn import FeedbackSession
+
+    ref = col.kb.get_class(user, class_name)
+    user = check_name("user", user, new=False)
+    if own and ref.owner != user:
+        raise UsageError(
+            f"{ref} belongs to {ref.owner}: copy it into your own classes to {to} "
+            f"(kb.copy_class({user!r}, {str(ref)!r}))"
+        )
+    if "create" in inspect.signature(FeedbackSession).parameters:
+        return col.session(user, class_name, create=False)
+    if ref.owner == user:
+        return col.session(user, ref.name)  # the class exists: nothing is written
+    raise UsageError(
+        f"{ref} is {ref.owner}'s class: copy it into your own classes to use it here "
+        f"(kb.copy_class({user!r}, {str(ref)!r}))"
+    )
+
+
+# keys under which training reports how many labelled items the model still gets wrong
+_MISTAKE_KEYS = ("mistakes", "misclassified", "training_mistakes", "wrong")
+
+
+def _mistakes(quality: dict) -> tuple[str, int] | None:
+    """(key, count) of the labels the model still gets wrong, when training reports it."""
+    for key in _MISTAKE_KEYS:
+        value = quality.get(key)
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return key, int(value)
+        if isinstance(value, dict) and isinstance(value.get("count"), int):
+            return key, int(value["count"])
+        if isinstance(value, list):
+            return key, len(value)
+    return None
+
+
 def _print_results(df, as_json: bool, columns: list[str]) -> None:
     if as_json:
-        print(json.dumps([_jsonable(r) for r in df.to_dict(orient="records")], ensure_ascii=False))
+        _print_json(df.to_dict(orient="records"))
         return
+    cols = [c for c in columns if c in df]
+    if len(df):
+        _print_table(df[cols])
+    else:
+        _print("no results")
+
+
+# Characters never printed as they are: controls (ESC starts terminal escape codes), invisible
+# and direction-changing characters (Cf), line and paragraph separators, lone surrogates.
+_UNSAFE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+def escaped(text: str, keep: str = "") -> str:
+    """``text`` with unsafe characters written as Python-style escapes (``\\x1b``,
+    ``\\u202e``, ``\\U000e0001``), except those in ``keep``.
+
+    >>> escaped("a\\x1b]0;pwned\\x07b.png")
+    'a\\\\x1b]0;pwned\\\\x07b.png'
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(c if c in keep or not _unsafe(c) else _escape(c) for c in text)
+
+
+def _unsafe(c: str) -> bool:
+    return unicodedata.category(c) in _UNSAFE
+
+
+def _escape(c: str) -> str:
+    o = ord(c)
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}"
+
+
+def _print(text: str, file=None) -> None:
+    """Print ``text`` with unsafe characters escaped (line breaks kept)."""
+    print(escaped(str(text), keep="\n"), file=file or sys.stdout)
+
+
+def _print_table(df) -> None:
+    """A DataFrame as an aligned text table, its text cells escaped before aligning."""
     import pandas as pd
 
+    df = df.copy()
+    for c in df.columns:
+        if df[c].dtype == object or pd.api.types.is_string_dtype(df[c]):
+            df[c] = df[c].map(lambda v: escaped(v) if isinstance(v, str) else v)
     with pd.option_context("display.max_colwidth", 80, "display.width", 200):
-        cols = [c for c in columns if c in df]
-        print(df[cols].to_string(index=False) if len(df) else "no results")
+        _print(df.to_string(index=False))
 
 
-def _jsonable(row: dict) -> dict:
-    """A result row with NaN as null and numpy scalars as Python numbers."""
-    out = {}
-    for key, value in row.items():
-        if hasattr(value, "item"):
+def json_text(obj) -> str:
+    """``obj`` as one line of JSON: NaN as null, numpy values as numbers, and the characters
+    json.dumps leaves raw (DEL, C1 controls, Cf, U+2028/9) escaped as ``\\uXXXX``."""
+    text = json.dumps(_plain(obj), ensure_ascii=False)
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(_json_escape(c) if _unsafe(c) else c for c in text)
+
+
+def _json_escape(c: str) -> str:
+    o = ord(c)
+    if o < 0x10000:
+        return f"\\u{o:04x}"
+    o -= 0x10000
+    return f"\\u{0xD800 + (o >> 10):04x}\\u{0xDC00 + (o & 0x3FF):04x}"
+
+
+def _print_json(obj) -> None:
+    print(json_text(obj))
+
+
+def _plain(value):
+    """``value`` with numpy scalars as Python numbers, NaN and infinities as None."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
             value = value.item()
-        if isinstance(value, float) and math.isnan(value):
-            value = None
-        out[key] = value
-    return out
+        except (TypeError, ValueError):
+            return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is not None and not isinstance(value, (str, int, float, bool)):
+        if value.__class__.__name__ in ("NAType", "NaTType"):
+            return None
+        return str(value)
+    return value
 
 
 COMMANDS = {
@@ -317,7 +622,11 @@ COMMANDS = {
     "label": cmd_label,
     "train": cmd_train,
     "rank": cmd_rank,
+    "suggest": cmd_suggest,
+    "apply": cmd_apply,
+    "classes": cmd_classes,
     "export": cmd_export,
+    "remove": cmd_remove,
     "dashboard": cmd_dashboard,
 }
 
@@ -327,10 +636,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UsageError as e:
-        print(f"snoop: error: {e}", file=sys.stderr)
+        print(f"snoop: error: {escaped(str(e))}", file=sys.stderr)
         return 2
     except SnoopError as e:
-        print(f"snoop: error: {e}", file=sys.stderr)
+        print(f"snoop: error: {escaped(str(e))}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a file the run could not read or write: say which, no traceback
+        where = f": {e.filename}" if e.filename else ""
+        print(
+            f"snoop: error: {escaped(e.strerror or str(e))}{escaped(str(where))}", file=sys.stderr
+        )
         return 1
     except KeyboardInterrupt:
         print("snoop: interrupted (run the same command again to resume)", file=sys.stderr)

@@ -116,8 +116,23 @@ class ModelRecord:
     quality: dict[str, Any]
 
 
-def check_name(kind: str, name: str) -> str:
-    """A user or class name, normalised (NFC, outer spaces trimmed); refuses empty/control chars."""
+# Characters a name may not hold: controls (Cc), invisible format characters (Cf: zero-width
+# spaces and joiners, bidirectional overrides and isolates, soft hyphens), line and paragraph
+# separators, surrogates. With them two different names can look the same, or a name can
+# reorder the text printed around it.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_ZWJ = "\u200d"
+
+
+def check_name(kind: str, name: str, *, new: bool = True) -> str:
+    """A user or class name, normalised (NFC, outer spaces trimmed).
+
+    Refuses empty names, overlong ones and, when ``new``, control, invisible and
+    direction-changing characters, naming the first one's code point. A zero-width joiner
+    inside an emoji sequence (e.g. a family emoji) is kept: it joins visible pictures.
+    Lookups (``new=False``) check only the type, emptiness and length, so that a class
+    created before this rule can still be read.
+    """
     if not isinstance(name, str):
         raise UsageError(f"{kind} name must be text, not {type(name).__name__}")
     name = unicodedata.normalize("NFC", name).strip()
@@ -125,9 +140,40 @@ def check_name(kind: str, name: str) -> str:
         raise UsageError(f"{kind} name is empty")
     if len(name) > MAX_NAME:
         raise UsageError(f"{kind} name is longer than {MAX_NAME} characters")
-    if any(unicodedata.category(c) == "Cc" for c in name):
-        raise UsageError(f"{kind} name contains control characters: {name!r}")
+    bad = _first_refused(name) if new else None
+    if bad is not None:
+        code = f"U+{ord(bad):04X}"
+        what = unicodedata.name(bad, "")
+        what = f" ({what})" if what else ""
+        kind_of = (
+            "a control"
+            if unicodedata.category(bad) == "Cc"
+            else "an invisible or direction-changing"
+        )
+        raise UsageError(
+            f"{kind} name {name!r} contains {kind_of} character {code}{what}: remove it, "
+            "so that no two names can look alike"
+        )
     return name
+
+
+def _first_refused(name: str) -> str | None:
+    """The first character of ``name`` that names may not hold, or None."""
+    for i, c in enumerate(name):
+        if unicodedata.category(c) not in _REFUSED_CATEGORIES:
+            continue
+        if c == _ZWJ and 0 < i < len(name) - 1 and _joins_emoji(name[i - 1], name[i + 1]):
+            continue
+        return c
+    return None
+
+
+def _joins_emoji(before: str, after: str) -> bool:
+    """Whether a zero-width joiner between ``before`` and ``after`` builds an emoji sequence:
+    a picture (So), skin tone (Sk) or emoji presentation selector before it, a picture after."""
+    return (unicodedata.category(before) in ("So", "Sk") or before == "\ufe0f") and (
+        unicodedata.category(after) == "So"
+    )
 
 
 def _no_slash(kind: str, name: str) -> None:
@@ -174,13 +220,15 @@ class KnowledgeBase:
 
     # --- users --------------------------------------------------------------------------
     def user_id(self, name: str, *, create: bool = True) -> int:
-        """The id of user ``name``, created on first use."""
-        name = check_name("user", name)
+        """The id of user ``name``, created on first use (``create=False``: an unknown user is
+        a :class:`UsageError` that lists the users there are)."""
+        name = check_name("user", name, new=False)
         row = self._db.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()
         if row:
             return int(row[0])
         if not create:
-            raise UsageError(f"no user named {name!r}")
+            raise UsageError(self._no_user_message(name))
+        name = check_name("user", name)
         _no_slash("user", name)
         with self._write() as db:
             db.execute(
@@ -192,24 +240,46 @@ class KnowledgeBase:
     def users(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT name FROM users ORDER BY name")]
 
+    def has_user(self, name: str) -> bool:
+        """Whether user ``name`` exists (never creates one)."""
+        name = check_name("user", name, new=False)
+        return (
+            self._db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is not None
+        )
+
+    def _no_user_message(self, name: str, *, shared: bool = False) -> str:
+        """Says that there is no user ``name``; lists the users (and the shared classes)."""
+        users = self.users()
+        known = f"users: {_listing([repr(u) for u in users])}" if users else "no users yet"
+        names = [repr(str(c)) for c in self.classes(None) if c.shared] if shared else []
+        if names:
+            known += f"; shared classes: {_listing(names)}"
+        return f"no user named {name!r} in this collection ({known})"
+
     # --- classes ------------------------------------------------------------------------
     def create_class(
         self, user: str, name: str, description: str = "", *, exist_ok: bool = True
     ) -> ClassRef:
         """Create ``user``'s class ``name`` (or return it when it exists and ``exist_ok``)."""
-        uid = self.user_id(user)
+        user = check_name("user", user, new=False)
+        existing = self._find_class(user, check_name("class", name, new=False))
+        if existing is not None:
+            if not exist_ok:
+                raise UsageError(f"{existing.owner} already has a class named {existing.name!r}")
+            return existing
         name = check_name("class", name)
-        if "/" in name and self._find_class(check_name("user", user), name) is None:
+        if "/" in name:
             try:
                 other = self.get_class(user, name)
             except UsageError:
                 other = None
-            if other is not None and other.owner != check_name("user", user):
+            if other is not None and other.owner != user:
                 raise UsageError(
                     f"{other} is {other.owner}'s shared class: copy it into your own classes "
                     f"to label it (kb.copy_class({user!r}, {name!r}))"
                 )
             _no_slash("class", name)
+        uid = self.user_id(user)  # checked and named before anything is written
         with self._write() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO classes (owner, name, description, created) "
@@ -222,17 +292,34 @@ class KnowledgeBase:
         return self.get_class(user, name)
 
     def get_class(self, user: str, name: str) -> ClassRef:
-        """``user``'s own class ``name``, or a class shared as ``"owner/name"``."""
-        name = name.strip() if isinstance(name, str) else name
-        ref = self._find_class(check_name("user", user), check_name("class", name))
+        """``user``'s own class ``name``, or a class shared as ``"owner/name"``.
+
+        Never creates anything. An unknown class (or user) is a :class:`UsageError` whose
+        message lists the names ``user`` can use instead.
+        """
+        user = check_name("user", user, new=False)
+        name = check_name("class", name, new=False)
+        ref = self._find_class(user, name)
         if ref is None and "/" in name:
             owner, _, cname = name.partition("/")
             shared = self._find_class(owner.strip(), cname.strip())
             if shared is not None and (shared.shared or shared.owner == user):
                 return shared
         if ref is None:
-            raise UsageError(f"{user} has no class named {name!r}")
+            raise UsageError(self._no_class_message(user, name))
         return ref
+
+    def _no_class_message(self, user: str, name: str) -> str:
+        """Says that ``user`` has no class ``name``, and lists the names they can use."""
+        if not self.has_user(user):
+            return self._no_user_message(user, shared=True)
+        names = [c.name if c.owner == user else str(c) for c in self.classes(user)]
+        listed = (
+            f"use one of {_listing([repr(n) for n in names])}"
+            if names
+            else "there are no classes of theirs and none shared"
+        )
+        return f"{user} has no class named {name!r} ({listed})"
 
     def _find_class(self, owner: str, name: str) -> ClassRef | None:
         row = self._db.execute(
@@ -251,7 +338,7 @@ class KnowledgeBase:
         if user is None:
             rows = self._db.execute(sql + " ORDER BY u.name, c.name").fetchall()
         else:
-            user = check_name("user", user)
+            user = check_name("user", user, new=False)
             cond = "u.name = ?" + (" OR c.shared = 1" if shared else "")
             rows = self._db.execute(
                 sql + f" WHERE {cond} ORDER BY u.name != ?, u.name, c.name", (user, user)
@@ -296,9 +383,78 @@ class KnowledgeBase:
             )
         return self.get_class(user, name)
 
+    def summaries(self, user: str | None = None) -> list[dict[str, Any]]:
+        """What ``snoop classes`` shows: ``user``'s classes and the shared ones (all classes
+        when no user), each with its label counts, model versions and latest quality.
+
+        Keys: ``class`` (the name ``user`` passes to reach it: their own by name, others' as
+        ``owner/name``), owner, name, description, shared, copied_from (``owner/name`` or
+        None), relevant, not_relevant, models, latest_model (id, time, n_pos, n_neg,
+        quality; None before training) and applied (items the class is applied to).
+        Never creates anything: an unknown user is a :class:`UsageError` naming the users.
+        """
+        if user is not None:
+            user = check_name("user", user, new=False)
+            if not self.has_user(user):
+                raise UsageError(self._no_user_message(user, shared=True))
+        db = self._db
+        out = []
+        for ref in self.classes(user):
+            counts = dict(
+                db.execute(
+                    "SELECT value, count(*) FROM labels l WHERE class_id = ? AND id = ("
+                    "SELECT max(id) FROM labels WHERE class_id = l.class_id "
+                    "AND item_id = l.item_id) GROUP BY value",
+                    (ref.id,),
+                ).fetchall()
+            )
+            (n_models,) = db.execute(
+                "SELECT count(*) FROM models WHERE class_id = ?", (ref.id,)
+            ).fetchone()
+            latest = db.execute(
+                "SELECT id, time, n_pos, n_neg, quality FROM models WHERE class_id = ? "
+                "ORDER BY id DESC LIMIT 1",
+                (ref.id,),
+            ).fetchone()
+            (n_applied,) = db.execute(
+                "SELECT count(*) FROM applied WHERE class_id = ?", (ref.id,)
+            ).fetchone()
+            source = None
+            if ref.copied_from is not None:
+                row = db.execute(
+                    "SELECT u.name, c.name FROM classes c JOIN users u ON u.id = c.owner "
+                    "WHERE c.id = ?",
+                    (ref.copied_from,),
+                ).fetchone()
+                source = f"{row[0]}/{row[1]}" if row else None
+            out.append(
+                {
+                    "class": ref.name if ref.owner == user else str(ref),
+                    "owner": ref.owner,
+                    "name": ref.name,
+                    "description": ref.description,
+                    "shared": ref.shared,
+                    "copied_from": source,
+                    "relevant": int(counts.get(1, 0)),
+                    "not_relevant": int(counts.get(-1, 0)),
+                    "models": int(n_models),
+                    "latest_model": None
+                    if latest is None
+                    else {
+                        "id": int(latest[0]),
+                        "time": float(latest[1]),
+                        "n_pos": int(latest[2]),
+                        "n_neg": int(latest[3]),
+                        "quality": json.loads(latest[4]),
+                    },
+                    "applied": int(n_applied),
+                }
+            )
+        return out
+
     def _own(self, user: str, name: str) -> ClassRef:
         ref = self.get_class(user, name)
-        if ref.owner != check_name("user", user):
+        if ref.owner != check_name("user", user, new=False):
             raise UsageError(f"{ref} belongs to {ref.owner}: copy it to change it")
         return ref
 
@@ -451,6 +607,12 @@ class KnowledgeBase:
             self._db,
             params=(ref.id,),
         )
+
+
+def _listing(names: list[str], most: int = 20) -> str:
+    """``names`` joined by commas, the first ``most`` of them and how many more."""
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def _class_ref(row: tuple) -> ClassRef:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -170,3 +171,102 @@ def test_a_shared_class_is_copied_not_shadowed_by_a_new_class_named_owner_slash_
         kb.user_id("a/b")
     copy = kb.copy_class("ben", "ada/vehicles")
     assert (copy.owner, copy.name) == ("ben", "vehicles")
+
+
+@pytest.mark.parametrize(
+    "char, code",
+    [
+        ("\u200b", "U+200B"),  # zero-width space
+        ("\u202e", "U+202E"),  # right-to-left override
+        ("\u2066", "U+2066"),  # left-to-right isolate
+        ("\u00ad", "U+00AD"),  # soft hyphen
+        ("\ufeff", "U+FEFF"),  # zero-width no-break space
+        ("\u200d", "U+200D"),  # a zero-width joiner between letters
+        ("\x1b", "U+001B"),  # escape
+        ("\u2028", "U+2028"),  # line separator
+    ],
+)
+def test_invisible_and_direction_changing_names_are_refused_naming_the_code_point(col, char, code):
+    for user, name, kind in (("alice", f"ca{char}ts", "class"), (f"al{char}ice", "cats", "user")):
+        with pytest.raises(UsageError, match=f"{kind} name .*{re.escape(code)}"):
+            col.kb.create_class(user, name)
+    with pytest.raises(UsageError, match=re.escape(code)):
+        col.kb.user_id(f"bo{char}b")
+    assert col.kb.users() == [] and col.kb.classes() == []
+
+
+def test_emoji_sequences_and_accents_are_names_like_any_other(col):
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467 family"  # joined by U+200D
+    for name in (
+        family,
+        "Zoé",
+        "\u0645\u0631\u062d\u0628\u0627",
+        "\U0001f9d1\U0001f3fd\u200d\U0001f680",
+    ):
+        assert col.kb.create_class("alice", name).name == name
+
+
+def test_a_name_stored_before_the_rule_can_still_be_read(col):
+    col.kb.create_class("alice", "cats")
+    # written as an older version did, before invisible characters were refused
+    col.kb._db.execute("UPDATE classes SET name = 'ca\u200bts'")
+    ref = col.kb.get_class("alice", "ca\u200bts")
+    col.kb.label("alice", "ca\u200bts", [1], 1)
+    assert len(col.kb.labels(ref)) == 1
+    assert col.session("alice", "ca\u200bts").ref.id == ref.id
+
+
+def test_an_unknown_class_or_user_lists_the_names_there_are_and_creates_nothing(col):
+    kb = col.kb
+    kb.create_class("alice", "cats")
+    kb.create_class("alice", "dogs")
+    kb.create_class("bob", "boats")
+    kb.create_class("bob", "private")
+    kb.share("bob", "boats")
+    users, classes = kb.users(), kb.classes()
+    with pytest.raises(UsageError) as e:
+        kb.get_class("alice", "birds")
+    assert str(e.value) == (
+        "alice has no class named 'birds' (use one of 'cats', 'dogs', 'bob/boats')"
+    )
+    with pytest.raises(UsageError) as e:
+        kb.get_class("zed", "cats")
+    assert str(e.value) == (
+        "no user named 'zed' in this collection (users: 'alice', 'bob'; "
+        "shared classes: 'bob/boats')"
+    )
+    with pytest.raises(UsageError, match="no user named 'zed'"):
+        kb.user_id("zed", create=False)
+    with pytest.raises(UsageError, match="no user named 'zed'"):
+        kb.summaries("zed")
+    assert kb.get_class("zed", "bob/boats").owner == "bob"  # shared: readable by anyone
+    assert (kb.users(), kb.classes()) == (users, classes)
+
+
+def test_summaries_count_current_labels_models_and_applied_items(col):
+    s = col.session("alice", "cats")
+    s.label([1, 2, 3], 1)
+    s.label([3], -1)  # changed its mind: the latest label counts
+    s.label([4, 5], -1)
+    s.label([5], 0)  # cleared
+    assert [r["class"] for r in col.kb.summaries("alice")] == ["cats"]
+    (row,) = col.kb.summaries("alice")
+    assert (row["relevant"], row["not_relevant"], row["models"], row["latest_model"]) == (
+        2,
+        2,
+        0,
+        None,
+    )
+    m1 = s.train()
+    m2 = s.train()
+    s.apply(0.0)
+    (row,) = col.kb.summaries()
+    assert row["models"] == 2 and row["latest_model"]["id"] == m2.id != m1.id
+    assert row["latest_model"]["quality"] == m2.quality and row["applied"] == len(col)
+    assert row["class"] == "alice/cats" and row["copied_from"] is None
+    col.kb.share("alice", "cats")
+    col.kb.copy_class("bob", "alice/cats", "my cats")
+    rows = {r["class"]: r for r in col.kb.summaries("bob")}
+    assert set(rows) == {"my cats", "alice/cats"}
+    assert rows["my cats"]["copied_from"] == "alice/cats"
+    assert (rows["my cats"]["relevant"], rows["my cats"]["not_relevant"]) == (2, 2)
