@@ -284,6 +284,10 @@ def cmd_label(args: argparse.Namespace) -> int:
     if both:
         raise UsageError(f"item {min(both)} is given both --pos and --neg")
     with open_collection(args.collection) as col:
+        given = [*args.pos, *args.neg, *args.clear]
+        unknown = [i for i, live in zip(given, col.is_live(given), strict=True) if not live]
+        if unknown:  # checked before the class is created: a refused label creates nothing
+            raise UsageError(f"no item with id {unknown[0]} in this collection")
         s = col.session(args.user, args.class_name)
         for ids, value in ((args.pos, 1), (args.neg, -1), (args.clear, 0)):
             if ids:
@@ -419,7 +423,9 @@ def cmd_remove(args: argparse.Namespace) -> int:
     from snoop_nb.collection import open_collection
 
     with open_collection(args.collection) as col:
-        found = [(path, col.ids_under([path])) for path in args.paths]
+        # paths as the catalog holds them (absolute, not resolved): a file gone from the disk
+        # can still be removed
+        found = [(path, col.ids_under([os.path.abspath(path)])) for path in args.paths]
         missing = [path for path, ids in found if len(ids) == 0]
         if missing:
             raise UsageError(

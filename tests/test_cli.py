@@ -14,9 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_photo_set
 from mediafiles import make_bad_images
 
 from snoop_nb import open_collection
+
+# every test runs the CLI in subprocesses that load a model: seconds each
+pytestmark = pytest.mark.slow
 
 
 def snoop(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -28,14 +32,17 @@ def snoop(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture
-def indexed(tmp_path, tiny_clip, photo_set):
-    """A collection of 30 photos (+ bad files) indexed through the CLI with the tiny model."""
-    make_bad_images(tmp_path / "photos" / "bad")
-    col = tmp_path / "col"
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_clip):
+    """A collection of 30 photos (+ bad files) indexed once through the CLI with the tiny
+    model; the tests only read it (or fail to change it)."""
+    root = tmp_path_factory.mktemp("cli")
+    photos = make_photo_set(root / "photos")
+    make_bad_images(root / "photos" / "bad")
+    col = root / "col"
     r = snoop(
         "index",
-        tmp_path / "photos",
+        root / "photos",
         "--collection",
         col,
         "--model",
@@ -47,7 +54,19 @@ def indexed(tmp_path, tiny_clip, photo_set):
         "--json",
     )
     assert r.returncode == 0, r.stderr
-    return col, json.loads(r.stdout)
+    return col, json.loads(r.stdout), photos
+
+
+@pytest.fixture
+def indexed(built):
+    col, report, _ = built
+    return col, report
+
+
+@pytest.fixture
+def photo_set(built):
+    """The photos of the module's collection (not a fresh set: these are the ones indexed)."""
+    return built[2]
 
 
 def test_index_reports_added_items_and_bad_files(indexed):
@@ -141,7 +160,7 @@ def test_failures_exit_1_with_one_line(indexed, tmp_path, photo_set):
             "--pretrained",
             tmp_path / "no-such-checkpoint.pt",
         ),
-        ("info", "--collection", tmp_path / "photos"),
+        ("info", "--collection", photo_set["coffee"][0].parent.parent),  # photos, no catalog
     ]
     for args in cases:
         r = snoop(*args)

@@ -11,6 +11,8 @@ import pytest
 
 from snoop_nb import open_collection
 
+pytestmark = pytest.mark.slow  # CLI subprocesses: seconds each
+
 
 def snoop(*args) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -72,8 +74,8 @@ def test_class_verbs_exit_codes(col, tmp_path):
             ["label", "--collection", col, "--user", "", "--class", "c", "--pos", 1],
             "user name is empty",
         ),
-        (2, ["train", *common], "at least 2 labelled items"),
-        (2, ["rank", *common], "no trained model"),
+        (2, ["train", *common], "no user named 'u'"),
+        (2, ["rank", *common], "no user named 'u'"),
         (
             2,
             ["export", "--collection", col, "--user", "u", "--out", tmp_path / "x.xlsx"],
@@ -89,3 +91,18 @@ def test_class_verbs_exit_codes(col, tmp_path):
         r = snoop(*args)
         assert r.returncode == code, (args, r.stdout, r.stderr)
         assert message in r.stderr, (args, r.stderr)
+    # every one of them was refused before anything was written: no user, no class
+    with open_collection(col) as c:
+        assert c.kb.users() == [] and c.kb.classes() == []
+    assert snoop("label", *common, "--pos", 1).returncode == 0  # label alone creates
+    for args, message in (
+        (["train", *common], "at least 2 labelled items"),
+        (["rank", *common], "no trained model"),
+        (["apply", *common], "no trained model"),
+        (["suggest", *common, "--strategy", "uncertain", "-k", 3], None),
+    ):
+        r = snoop(*args)
+        if message is None:  # before a model: the relevant item's nearest neighbours
+            assert r.returncode == 0 and len(r.stdout.splitlines()) == 4, (r.stdout, r.stderr)
+        else:
+            assert r.returncode == 2 and message in r.stderr, (args, r.stderr)

@@ -316,6 +316,15 @@ def test_file_names_with_escape_codes_are_indexed_and_printed_escaped(tmp_path):
     r = snoop("search", "--collection", col_dir, "--image", folder / "no\x1b[2Jsuch.png")
     assert r.returncode == 2 and "no\\x1b[2Jsuch.png" in r.stderr and "\x1b" not in r.stderr
 
+    # a file deleted from the disk is removed from the collection all the same
+    gone = folder / HOSTILE[0]
+    gone.unlink()
+    r = snoop("remove", gone, "--collection", col_dir, "--json")
+    assert r.returncode == 0, r.stderr
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout
+    out = json.loads(r.stdout)
+    assert (out["removed"], out["items"], out["paths"]) == (1, 2, [{"path": str(gone), "items": 1}])
+
 
 def test_escaped_and_json_text_leave_no_terminal_control_characters():
     name = "a\x1b]0;pwned\x07\x9b2J\u202e\u2066\u200b\u2028\U000e0001z.png"
