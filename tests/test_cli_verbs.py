@@ -374,8 +374,8 @@ def test_export_into_a_missing_folder_is_one_line_exit_2(classes, tmp_path):
 
 # --- train and index options ---------------------------------------------------------------
 @pytest.mark.slow
-def test_train_json_prints_the_models_whole_metrics(col):
-    col_dir, ids, _ = col
+def test_train_json_prints_the_models_whole_metrics_and_the_labels_it_gets_wrong(col, tmp_path):
+    col_dir, ids, photos = col
     common = ["--collection", col_dir, "--user", "alice", "--class", "cats"]
     pos, neg = ids["chelsea"][:3], ids["coffee"][:3] + ids["rocket"][:2]
     assert snoop("label", *common, "--pos", *pos, "--neg", *neg).returncode == 0
@@ -387,6 +387,27 @@ def test_train_json_prints_the_models_whole_metrics(col):
     assert out["model_id"] == model.id and out["quality"] == model.quality
     assert out["params"] == model.params
     assert (out["positives"], out["negatives"]) == (3, 5)
+    # how many labels the model still gets wrong: none, these labels are separable
+    assert out["quality"]["mistakes"]["count"] == out["mistakes"] == 0
+    r = snoop("train", *common)
+    assert r.returncode == 0 and "it gets every label right" in r.stdout, r.stdout
+
+    # one picture marked both ways (the file and a copy of it): a label stays wrong
+    copy = tmp_path / "copy" / "cat.png"
+    copy.parent.mkdir()
+    shutil.copy(photos / "chelsea" / "chelsea_0.png", copy)
+    assert snoop("index", copy, "--collection", col_dir, "--quiet").returncode == 0
+    with open_collection(col_dir) as c:
+        (twin,) = c.items().loc[lambda d: d["uri"] == str(copy), "id"].tolist()
+    assert ids["chelsea"][0] in pos
+    assert snoop("label", *common, "--neg", twin).returncode == 0
+    r = snoop("train", *common, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["mistakes"] == out["quality"]["mistakes"]["count"] >= 1
+    r = snoop("train", *common)
+    assert r.returncode == 0, r.stderr
+    assert f"it still gets {out['mistakes']} of its labels wrong" in r.stdout, r.stdout
 
 
 @pytest.mark.slow
