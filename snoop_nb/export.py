@@ -1,7 +1,14 @@
-"""Exploitation: a user's classes over the corpus as a table, and its export to CSV/Parquet."""
+"""Exploitation: a user's classes over the corpus as a table, and its export to CSV/Parquet.
+
+>>> res = class_results(col, "alice", "lighthouses")       # doctest: +SKIP
+>>> res.table.head()                                        # doctest: +SKIP
+>>> export_classes(col, "alice", None, "classes.parquet")   # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -9,6 +16,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from snoop_nb.collection import Collection
+    from snoop_nb.kb import ClassRef, ModelRecord
+
+#: Best-ranked items :func:`class_results` lists for a class not applied yet.
+TOP_ROWS = 200
 
 COLUMNS = [
     "class",
@@ -76,3 +87,65 @@ def export_classes(col: Collection, user: str, class_name: str | None, out: str 
     else:
         table.to_csv(out, index=False)
     return len(table)
+
+
+@dataclass
+class ClassResults:
+    """Where a class stands on the corpus, by its latest model (see :func:`class_results`).
+
+    ``table``: the items it was applied to, else its ``TOP_ROWS`` best-ranked items, most
+    probable first, with columns rank, id, uri, name, folder, probability, label (+1, -1, 0)
+    and the catalog's metadata. ``probabilities``: every live item's probability (index: item
+    id). ``labels``: the class's labels (index: item id, values +1/-1). ``applied``: how many
+    items the class was applied to (0: not applied yet, the table holds the best-ranked).
+    """
+
+    ref: ClassRef
+    model: ModelRecord
+    table: pd.DataFrame
+    probabilities: pd.Series
+    labels: pd.Series
+    applied: int
+
+    @property
+    def total(self) -> int:
+        """Live items scored."""
+        return len(self.probabilities)
+
+
+def class_results(
+    col: Collection, user: str, class_name: str, *, top: int = TOP_ROWS
+) -> ClassResults:
+    """The results of ``user``'s class ``class_name`` (or of one shared as ``owner/name``).
+
+    Never creates anything: an unknown class or user, or a class with no model yet, is a
+    :class:`~snoop_nb.errors.UsageError` that says what to do.
+    """
+    import numpy as np
+
+    from snoop_nb.search import results_frame
+
+    s = col.session(user, class_name, create=False)
+    prob_s = s.probabilities()
+    ids, prob = prob_s.index.to_numpy(np.int64), prob_s.to_numpy()
+    applied = col.kb.applied(s.ref)
+    if len(applied):
+        keep = np.isin(ids, applied["item_id"].to_numpy())
+    else:
+        keep = np.zeros(len(ids), bool)
+        keep[np.argsort(-prob, kind="stable")[:top]] = True
+    order = np.argsort(-prob[keep], kind="stable")
+    frame = results_frame(col, ids[keep][order], prob[keep][order])
+    frame = frame.rename(columns={"score": "probability"})
+    lab = s.labels().set_index("item_id")["value"]
+    frame.insert(4, "label", frame["id"].map(lab).fillna(0).astype(int))
+    frame.insert(3, "folder", [os.path.basename(os.path.dirname(u)) for u in frame["uri"]])
+    frame.insert(3, "name", [os.path.basename(u) for u in frame["uri"]])
+    return ClassResults(
+        ref=s.ref,
+        model=s.model(),
+        table=frame,
+        probabilities=prob_s,
+        labels=lab,
+        applied=int(keep.sum()) if len(applied) else 0,
+    )

@@ -35,6 +35,12 @@ class FeedbackSession:
 
     Every label is written to the knowledge base as it is given; the session itself holds
     only the starting query and caches, so it can be dropped and re-opened at any time.
+
+    ``create=False`` opens an existing class only: an unknown user or class raises
+    :class:`UsageError` listing the names there are, and nothing is written. It also opens a
+    class another user shares (``"owner/name"``) read-only: it ranks, scores and suggests
+    with the owner's model and labels; labelling, training and applying it are refused.
+    ``C`` is the strongest regularisation training tries (see :func:`classifier.train`).
     """
 
     def __init__(
@@ -47,11 +53,15 @@ class FeedbackSession:
         pseudo_negatives: int = 500,
         C: float = 1.0,
         seed: int = 0,
+        create: bool = True,
     ):
         self.col = col
         self.kb = col.kb
         self.user = user
-        self.ref = self.kb.create_class(user, class_name, description)
+        if create:
+            self.ref = self.kb.create_class(user, class_name, description)
+        else:  # never writes: an unknown user or class is a UsageError listing the names
+            self.ref = self.kb.get_class(user, class_name)
         self.pseudo_negatives = pseudo_negatives
         self.C = C
         self.seed = seed
@@ -83,9 +93,24 @@ class FeedbackSession:
             raise UsageError(f"the starting vector has {v.size} values, not {self.col.dim}")
         self._query = v
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the class is another user's (shared): it can be used, not changed."""
+        from snoop_nb.kb import check_name
+
+        return self.ref.owner != check_name("user", self.user, new=False)
+
+    def _check_writable(self, to: str) -> None:
+        if self.read_only:
+            raise UsageError(
+                f"{self.ref} belongs to {self.ref.owner}: copy it into your own classes to "
+                f"{to} (kb.copy_class({self.user!r}, {str(self.ref)!r}))"
+            )
+
     # --- labels -------------------------------------------------------------------------
     def label(self, ids, value: int, *, source: str = "click") -> int:
         """Mark items relevant (+1), not relevant (-1) or unlabelled (0); committed at once."""
+        self._check_writable("label it")
         ids = [int(ids)] if np.isscalar(ids) else [int(i) for i in ids]
         if ids:
             unknown = np.asarray(ids)[~self.col.is_live(ids)]
@@ -115,7 +140,11 @@ class FeedbackSession:
 
         With positives only, pseudo-negatives are drawn at random from the unlabelled corpus.
         The solver starts from the previous version, which a round's new labels move little.
+        The model's ``quality`` holds the cross-validated estimates, the regularisation
+        chosen (``C``) and the labels it still gets wrong (``mistakes``, see
+        :func:`classifier.label_mistakes`).
         """
+        self._check_writable("train it")
         pos, neg = self._labelled()
         if len(pos) + len(neg) < classifier.MIN_LABELS:
             raise UsageError(
@@ -196,6 +225,25 @@ class FeedbackSession:
         w, b = self._direction()
         ids, s = exact_scores(self.col, w, b)
         return pd.Series(s, index=pd.Index(ids, name="id"), name="score")
+
+    def probabilities(self) -> pd.Series:
+        """The latest model's probability for every live item (index: item id): the logistic
+        of its score, what :meth:`apply` compares with its threshold."""
+        import pandas as pd
+
+        m = self._trained()
+        ids, s = exact_scores(self.col, m.weights, m.bias)
+        return pd.Series(
+            classifier.probability(s), index=pd.Index(ids, name="id"), name="probability"
+        )
+
+    def _trained(self) -> ModelRecord:
+        m = self.model()
+        if m is None:
+            raise UsageError(f"{self.ref} is not trained yet: train it first")
+        if len(m.weights) != self.col.dim:
+            raise UsageError(f"{self.ref}'s model was trained on another embedder")
+        return m
 
     def rank(
         self, k: int = 100, *, exact: bool | None = None, unlabelled_only: bool = False
@@ -296,6 +344,7 @@ class FeedbackSession:
         The probability is the logistic of the latest model's score. Replaces any earlier
         application of this class; returns how many items carry it now.
         """
+        self._check_writable("apply it")
         m = self.model()
         if m is None:
             raise UsageError(f"{self.ref} has no trained model yet: train() first")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 from typing import TYPE_CHECKING, Any
 
 import ipyvuetify as v
@@ -18,7 +17,7 @@ if TYPE_CHECKING:
     from snoop_nb.collection import Collection
 
 #: Rows of the class table shown in the page (the exports hold them all).
-TABLE_ROWS = 200
+TABLE_ROWS = 200  # also the best-ranked items listed for a class not applied yet
 
 _TABLE_STYLE = (
     "<style>.snoop-table{border-collapse:collapse;font-size:13px}"
@@ -115,39 +114,22 @@ class ClassExplorer(v.Card):
 
     def results(self) -> pd.DataFrame:
         """The class's results: every item it was applied to, else its best-ranked items,
-        with each one's score, label and metadata (the table shown)."""
-        import numpy as np
+        with each one's score, label and metadata (the table shown; see
+        :func:`snoop_nb.export.class_results`)."""
         import pandas as pd
 
-        from snoop_nb.learn.classifier import probability
-        from snoop_nb.learn.rank import exact_scores
-        from snoop_nb.search import results_frame
+        from snoop_nb.export import class_results
 
-        kb = self.col.kb
-        ref = kb.get_class(self.user, self.classes.v_model)
-        model = kb.latest_model(ref)
-        if model is None:
-            raise SnoopError(f"{ref} is not trained yet: train it first")
-        ids, scores = exact_scores(self.col, model.weights, model.bias)
-        prob = probability(scores)
-        applied = kb.applied(ref)
-        if len(applied):
-            keep = np.isin(ids, applied["item_id"].to_numpy())
-            self._note = f"applied to {int(keep.sum())} of {len(ids)} items"
+        res = class_results(self.col, self.user, self.classes.v_model, top=TABLE_ROWS)
+        if res.applied:
+            self._note = f"applied to {res.applied} of {res.total} items"
         else:
-            keep = np.zeros(len(ids), bool)
-            keep[np.argsort(-prob, kind="stable")[:TABLE_ROWS]] = True
             self._note = "not applied yet: its best-ranked items"
-        order = np.argsort(-prob[keep], kind="stable")
-        frame = results_frame(self.col, ids[keep][order], prob[keep][order])
-        frame = frame.rename(columns={"score": "probability"})
-        lab = kb.labels(ref).set_index("item_id")["value"]
-        frame.insert(4, "label", frame["id"].map(lab).fillna(0).astype(int))
-        frame.insert(3, "folder", [os.path.basename(os.path.dirname(u)) for u in frame["uri"]])
-        frame.insert(3, "name", [os.path.basename(u) for u in frame["uri"]])
-        self._all = pd.DataFrame({"id": ids, "probability": prob})
-        self._labels = lab
-        return frame
+        self._all = pd.DataFrame(
+            {"id": res.probabilities.index.to_numpy(), "probability": res.probabilities.to_numpy()}
+        )
+        self._labels = res.labels
+        return res.table
 
     def refresh(self) -> None:
         """Recompute the table, downloads and plots of the chosen class."""

@@ -265,15 +265,16 @@ class ClassTrainer(v.Card):
 
     # --- display ----------------------------------------------------------------------------
     def _rank_shared(self) -> None:
-        from snoop_nb.learn.rank import top_exact
-        from snoop_nb.search import results_frame
-
-        model = self.col.kb.latest_model(self.shared_ref)
-        if model is None:
-            self._say(f"{self.shared_ref} has no trained model yet")
+        try:
+            shared = self.col.session(self.user, str(self.shared_ref), create=False)
+            if shared.model() is None:
+                self._say(f"{self.shared_ref} has no trained model yet")
+                return
+            frame = shared.rank(self.k, exact=True)
+        except SnoopError as e:
+            self._say(str(e))
             return
-        ids, scores = top_exact(self.col, model.weights, model.bias, self.k, None)
-        self.grid.show(results_frame(self.col, ids, scores), text=str(self.shared_ref))
+        self.grid.show(frame, text=str(self.shared_ref))
         self._say(f"{self.shared_ref} is shared read-only: copy it to change it")
 
     def _show_counts(self) -> None:
