@@ -5,6 +5,11 @@ truncated download, a text file named ``.jpg``. :func:`load_image` checks the pi
 header before it decodes a single pixel, and turns every failure into a :class:`MediaError` with a
 short, stable ``reason``, so that a long indexing run records the bad file and goes on.
 
+Pictures up to ``max_pixels`` (one gigapixel by default) are read; a caller that needs only a
+small picture (the embedder, a grid thumbnail) passes ``min_size`` and a large file is shrunk
+while it is decoded, with bounded memory (JPEG and JPEG 2000 through PIL's reduced decoding,
+PNG, TIFF, WebP and GIF through libvips: see :mod:`snoop_nb.media.large` for which and why).
+
 It keeps no global state: PIL's process-wide ``Image.MAX_IMAGE_PIXELS`` and
 ``ImageFile.LOAD_TRUNCATED_IMAGES`` are never changed; the limit is ``max_pixels``.
 """
@@ -15,25 +20,30 @@ import io
 import os
 import struct
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps
 
 from snoop_nb.errors import MediaError
+from snoop_nb.media import large
 
-DEFAULT_MAX_PIXELS = 100_000_000
+#: The largest picture read by default: one gigapixel (a 40,000 x 25,000 scan). Its header is
+#: checked before any pixel is decoded, so a decompression bomb costs nothing.
+DEFAULT_MAX_PIXELS = 1_000_000_000
 DEFAULT_BACKGROUND = (255, 255, 255)
 
 # Modes whose alpha channel must be composited on the background rather than dropped.
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 # The formats we decode: those of IMAGE_EXTENSIONS (phones' multi-picture JPEGs open as JPEG).
 # PIL reads many more, some through external programs (EPS runs Ghostscript): not from our input.
-FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "JPEG2000")
 # PIL's plugin factories report "not my format" with these (as Image.open itself treats them).
 _NOT_THIS_FORMAT = (SyntaxError, IndexError, TypeError, struct.error)
 _ORIENTATION = ExifTags.Base.Orientation
 _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # transposed or rotated by 90 degrees
+# The formats whose reduced decoding ``draft`` asks for.
+_DRAFT_FORMATS = ("JPEG", "JPEG2000")
 
 
 def load_image(
@@ -42,6 +52,7 @@ def load_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     background: tuple[int, int, int] = DEFAULT_BACKGROUND,
     name: Any = None,
+    min_size: tuple[int, int] | None = None,
     draft: tuple[int, int] | None = None,
 ) -> Image.Image:
     """Decode ``source`` into a loaded RGB image, upright, with transparency composited.
@@ -49,9 +60,17 @@ def load_image(
     ``source`` is a path, ``bytes``, a binary file object, a PIL image, or a numpy array
     (HxW, HxWx3 or HxWx4; uint8, uint16, bool, or float in [0, 1]). The result's
     ``info["original_size"]`` is the upright ``(width, height)`` before any reduction.
-    ``draft=(w, h)`` lets a JPEG decode at a reduced scale no smaller than that size (faster).
-    ``name`` only names the source in errors. Encoded pictures must be in one of
-    :data:`FORMATS`, whatever their file name. Every failure raises :class:`MediaError`.
+
+    ``min_size=(w, h)`` bounds the memory a large picture takes: one of more than
+    :data:`~snoop_nb.media.large.LARGE_PIXELS` (4096 x 4096) pixels is shrunk while it is
+    decoded, keeping its aspect ratio, to no less than ``w`` x ``h`` (upright): a JPEG by 1/2,
+    1/4 or 1/8, a JPEG 2000 by resolution levels, a PNG, TIFF, WebP or GIF through libvips (the
+    smallest level big enough of a pyramidal TIFF). Smaller pictures decode whole, exactly as
+    without it. ``draft=(w, h)`` trades exactness for speed at any size: a JPEG or JPEG 2000
+    decodes at the smallest reduced scale not below ``w`` x ``h`` (for previews).
+    ``max_pixels`` refuses larger pictures from their header. ``name`` only names the source
+    in errors. Encoded pictures must be in one of :data:`FORMATS`, whatever their file name.
+    Every failure raises :class:`MediaError`.
 
     >>> image = load_image("photos/cat.jpg")  # doctest: +SKIP
     >>> image.mode, image.info["original_size"]  # doctest: +SKIP
@@ -64,6 +83,7 @@ def load_image(
             f"background must be an (r, g, b) tuple of 0..255 ints, not {background!r}"
         )
     background = (int(background[0]), int(background[1]), int(background[2]))
+    shrink = _Shrink(_size_or_none(min_size), _size_or_none(draft))
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         label = path if name is None else name
@@ -79,15 +99,15 @@ def load_image(
         except OSError as e:
             raise MediaError(f"cannot read file: {e.strerror or e}", label) from None
         with fp:
-            return _load_encoded(fp, max_pixels, background, label, draft)
+            return _load_encoded(fp, max_pixels, background, label, shrink)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _load_encoded(io.BytesIO(source), max_pixels, background, name, draft)
+        return _load_encoded(io.BytesIO(source), max_pixels, background, name, shrink)
     if isinstance(source, Image.Image):
         return _load_pil(source, max_pixels, background, name)
     if isinstance(source, np.ndarray):
         return _load_array(source, max_pixels, background, name)
     if hasattr(source, "read"):
-        return _load_encoded(source, max_pixels, background, name, draft)
+        return _load_encoded(source, max_pixels, background, name, shrink)
     raise TypeError(
         "load_image() takes a path, bytes, a binary file, a PIL image or a numpy array, "
         f"not {type(source).__name__}"
@@ -99,9 +119,9 @@ def _load_encoded(
     max_pixels: int,
     background: tuple[int, int, int],
     name: Any,
-    draft: tuple[int, int] | None,
+    shrink: _Shrink,
 ) -> Image.Image:
-    """Identify, check, decode and convert an encoded picture read from ``fp``."""
+    """Identify, check, decode (shrunk as ``shrink`` allows) and convert a picture."""
     try:
         if not _seekable(fp):
             fp = io.BytesIO(fp.read())
@@ -113,11 +133,28 @@ def _load_encoded(
     image = _open(fp, name)
     width, height = image.size
     _check_pixels(width, height, max_pixels, name)
-    if draft is not None and image.format == "JPEG":
+    target = shrink.target(image.format, image.size)
+    if target is not None and image.format == "JPEG":
         # A JPEG's EXIF is parsed from the header (other formats' getexif() may decode).
         if _orientation(image) in _SWAPPING_ORIENTATIONS:
-            draft = (draft[1], draft[0])
-        image.draft("RGB", (max(1, draft[0]), max(1, draft[1])))
+            target = (target[1], target[0])
+        image.draft("RGB", target)
+    elif target is not None and image.format == "JPEG2000":
+        reduce = large.jpeg2000_reduce(fp, image.size, target)
+        fp.seek(0)
+        if reduce:
+            image.reduce = reduce  # type: ignore[method-assign,assignment]  # PIL's Jpeg2K option
+    elif target is not None and large.can_stream(image.format, image.size, target):
+        streamed = large.load_streamed(fp, target, name)
+        if streamed is not None:
+            shrunk, upright = streamed
+            rgb = _to_rgb(shrunk, background, name)
+            rgb.info["original_size"] = upright
+            return rgb
+        # libvips read a duplicate of fp's descriptor, which shares its offset: seeking to the
+        # end first makes a buffered fp drop its buffer and seek the descriptor for real.
+        fp.seek(0, os.SEEK_END)
+        fp.seek(0)
     try:
         image.load()
     except Image.DecompressionBombError as e:  # a GIF frame larger than the declared screen
@@ -133,29 +170,42 @@ def _load_encoded(
     return rgb
 
 
+class _Shrink(NamedTuple):
+    """What a caller allows: ``min_size`` for large pictures, ``draft`` for any JPEG (2000)."""
+
+    min_size: tuple[int, int] | None
+    draft: tuple[int, int] | None
+
+    def target(self, fmt: str | None, size: tuple[int, int]) -> tuple[int, int] | None:
+        """The size no less than which this picture may be decoded, or None: decode it whole."""
+        target = self.draft if fmt in _DRAFT_FORMATS else None
+        if self.min_size is not None and large.is_large(size):
+            if target is None:
+                target = self.min_size
+            else:
+                target = (min(target[0], self.min_size[0]), min(target[1], self.min_size[1]))
+        return target
+
+
+def _size_or_none(size: tuple[int, int] | None) -> tuple[int, int] | None:
+    return None if size is None else (max(1, int(size[0])), max(1, int(size[1])))
+
+
 def _open(fp: IO[bytes], name: Any) -> Image.Image:
-    """Identify the picture and read its header, without decoding pixels."""
+    """Identify the picture and read its header, without decoding pixels.
+
+    This is ``Image.open`` restricted to :data:`FORMATS`, through PIL's own plugin registry,
+    minus its process-wide pixel ceiling: ``Image.open`` warns above 89 million pixels and
+    refuses above 179 million, where our limit is ``max_pixels``, checked on the header's size.
+    """
     try:
-        return Image.open(fp, formats=FORMATS)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        # PIL refuses above its own process-wide ceiling (or warns, and warnings may be
-        # errors); our limit is max_pixels, checked by the caller on the header's size.
-        return _open_without_pil_limit(fp, name)
-    except UnidentifiedImageError:
-        raise MediaError("not an image or unsupported format", name) from None
-    except MemoryError:
-        raise MediaError("not enough memory to read the image header", name) from None
-    except Exception as e:
-        raise MediaError(f"truncated or corrupt image: {e}", name) from None
-
-
-def _open_without_pil_limit(fp: IO[bytes], name: Any) -> Image.Image:
-    """Identify like ``Image.open`` does through PIL's plugin registry, minus its pixel ceiling."""
-    fp.seek(0)
-    prefix = fp.read(16)
+        fp.seek(0)
+        prefix = fp.read(16)
+    except OSError as e:
+        raise MediaError(f"cannot read file: {e.strerror or e}", name) from None
+    if not Image.OPEN or any(fmt not in Image.OPEN for fmt in FORMATS):
+        Image.init()
     for fmt in FORMATS:
-        if fmt not in Image.OPEN:
-            Image.init()
         factory, accept = Image.OPEN[fmt]
         if accept is not None and accept(prefix) is not True:
             continue
@@ -164,7 +214,7 @@ def _open_without_pil_limit(fp: IO[bytes], name: Any) -> Image.Image:
             return factory(fp, "")
         except _NOT_THIS_FORMAT:
             continue
-        except Image.DecompressionBombError as e:  # a plugin that checks on its own
+        except Image.DecompressionBombError as e:  # a plugin that checks on its own (GIF)
             raise MediaError(f"image too large: {e}", name) from None
         except MemoryError:
             raise MediaError("not enough memory to read the image header", name) from None
@@ -302,7 +352,11 @@ def _orientation(image: Image.Image) -> int:
 
 def _check_pixels(width: int, height: int, max_pixels: int, name: Any) -> None:
     if width * height > max_pixels:
-        raise MediaError(f"image too large: {width}x{height} pixels (limit {max_pixels})", name)
+        raise MediaError(
+            f"image too large: {width}x{height} pixels ({width * height:,} > {max_pixels:,}; "
+            "raise the limit with --max-pixels)",
+            name,
+        )
 
 
 def _seekable(fp: IO[bytes]) -> bool:

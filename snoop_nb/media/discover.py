@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+    # JPEG 2000, as heritage libraries serve their scans: a JP2 file, JPX, a bare codestream
+    | {".jp2", ".jpx", ".j2k"}
 )
 
 # A file's identity: (st_dev, st_ino) when it exists, its absolute path when it is a broken link.

@@ -1,8 +1,10 @@
 """Thumbnails of a collection's items, as JPEG bytes for the widget channel.
 
 The browser never gets a file path: each thumbnail is decoded here (safely, with the same
-limits as indexing), shrunk, encoded and sent as bytes. A small LRU cache keeps the recent
-ones, so paging back and forth and re-ranking cost nothing.
+limits as indexing), shrunk, encoded and sent as bytes. Files are shrunk while they are
+decoded (``load_image``'s ``min_size`` and ``draft``): a 170-megapixel scan's tile costs
+~100 MB and a second, a pyramidal TIFF's only a small level, not gigabytes. A small LRU cache
+keeps the recent ones, so paging back and forth and re-ranking cost nothing.
 """
 
 from __future__ import annotations
@@ -85,7 +87,8 @@ class Thumbnails:
             self._errors[item_id] = "unknown item"
             return b""
         try:
-            image = load_image(path, draft=(self.size, self.size))
+            box = (self.size, self.size)
+            image = load_image(path, min_size=box, draft=box)
         except MediaError as e:
             self._errors[item_id] = e.reason
             return b""

@@ -1,0 +1,192 @@
+"""Shrink-on-load: decode a large picture straight to the size the caller needs.
+
+A heritage scan or a large clip-art is 10,000 x 17,000 pixels or more; decoded whole it takes
+0.5 to 3 GB, yet the embedder needs ~256 pixels and a grid tile ~256. So a caller that passes
+``min_size`` to :func:`~snoop_nb.media.decode.load_image` gets the picture shrunk while it is
+decoded, never below ``min_size``, with memory bounded whatever the file's size. Each format
+takes the cheapest exact route (measured with ``benchmarks/large_images.py``; peak RSS above a
+small picture's run, 2 cores):
+
+* **JPEG**: PIL's ``draft`` (libjpeg's DCT scaling by 1/2, 1/4, 1/8). A 300-megapixel photo
+  decodes in 1.7 s and 34 MB; libvips took 2.0 s and 190 MB for the same file.
+* **JPEG 2000**: PIL's ``reduce`` (OpenJPEG decodes only the resolution levels needed, up to
+  the number of levels the codestream has). 48 megapixels: 3.0 s and 216 MB whole, 0.1 s and
+  21 MB at 1/8. libvips is not used: the ``pyvips-binary`` wheel has no OpenJPEG.
+* **PNG, TIFF, WebP, GIF**: libvips (``pyvips`` with the libvips
+  inside ``pyvips-binary``), whose ``thumbnail`` streams the rows through a shrink (PNG: 170
+  megapixels in 1.1 s and ~100 MB, against 3.6 s and 620 MB for PIL, which can only decode it
+  whole) and reads the smallest level big enough of a pyramidal TIFF (1 gigapixel in 0.3 s).
+  PIL has no reduced decoding for these formats.
+
+Only pictures of more than :data:`LARGE_PIXELS` are shrunk: smaller ones keep PIL's whole
+decode, so that their pixels (and vectors) stay exactly as they were.
+
+BMP has no reduced decoding in either library; a huge BMP is decoded whole (its pixel count is
+still capped by ``max_pixels``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import IO, Any
+
+import numpy as np
+from PIL import Image
+
+from snoop_nb.errors import MediaError
+
+#: Pictures of more pixels than this (4096 x 4096) are shrunk while decoded when the caller gives
+#: a ``min_size``; smaller ones are decoded whole by PIL, as they always were, so that their
+#: pixels and vectors do not change (JPEG's DCT scaling moves a vector by up to 1% in cosine).
+LARGE_PIXELS = 4096 * 4096
+#: The formats libvips decodes for us (PIL's names).
+STREAM_FORMATS = frozenset({"PNG", "TIFF", "WEBP", "GIF"})
+_VIPS_MAX_COORD = 10_000_000  # libvips' largest dimension: "no limit" for thumbnail's height
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
+_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+
+def shrink_scale(size: tuple[int, int], min_size: tuple[int, int]) -> float:
+    """The scale (at most 1) that brings ``size`` down to no less than ``min_size`` on both sides."""
+    return min(1.0, max(max(1, min_size[0]) / size[0], max(1, min_size[1]) / size[1]))
+
+
+def is_large(size: tuple[int, int]) -> bool:
+    """True if a picture of this size is shrunk while decoded when the caller allows it."""
+    return size[0] * size[1] > LARGE_PIXELS
+
+
+def can_stream(fmt: str | None, size: tuple[int, int], min_size: tuple[int, int]) -> bool:
+    """True if libvips decodes this format, and shrinking by at least 2 is allowed."""
+    return fmt in STREAM_FORMATS and shrink_scale(size, min_size) <= 0.5
+
+
+def load_streamed(
+    fp: IO[bytes], min_size: tuple[int, int], name: Any
+) -> tuple[Image.Image, tuple[int, int]] | None:
+    """Decode ``fp`` through libvips, upright and shrunk to no less than ``min_size``.
+
+    Returns a PIL image of mode L, LA, RGB or RGBA and the upright ``(width, height)`` of the
+    whole picture; ``None`` if libvips cannot do it faithfully (float pixels), so that the caller
+    decodes whole instead. A damaged file raises :class:`MediaError`.
+    """
+    import pyvips
+
+    source = _source(pyvips, fp)
+    try:
+        header = pyvips.Image.new_from_source(source, "", access="sequential")
+        if header.format not in ("uchar", "char", "ushort", "short"):
+            return None  # libvips' thumbnail would cast floats to 8 bits, not scale them
+        width, height = header.width, header.height
+        if "orientation" in header.get_fields() and int(header.get("orientation")) in (
+            _SWAPPING_ORIENTATIONS
+        ):
+            width, height = height, width
+        scale = shrink_scale((width, height), min_size)
+        thumb = pyvips.Image.thumbnail_source(
+            source,
+            max(1, math.ceil(width * scale)),
+            height=_VIPS_MAX_COORD,
+            size="down",
+            fail_on="error",
+        )
+        pixels = thumb.numpy()
+    except pyvips.Error as e:
+        raise MediaError(f"truncated or corrupt image: {_first_line(e)}", name) from None
+    except MemoryError:
+        raise MediaError("not enough memory to decode the image", name) from None
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    if pixels.ndim == 3 and pixels.shape[2] > 4:
+        pixels = pixels[:, :, :3]  # extra channels beyond colour and alpha carry no picture
+    if pixels.dtype != np.uint8:  # thumbnail gives 8 bits; be safe if a version does not
+        pixels = np.clip(pixels, 0, 255).astype(np.uint8)
+    bands = 1 if pixels.ndim == 2 else pixels.shape[2]
+    return Image.fromarray(np.ascontiguousarray(pixels), _MODES[bands]), (width, height)
+
+
+def jpeg2000_reduce(fp: IO[bytes], size: tuple[int, int], min_size: tuple[int, int]) -> int:
+    """How many resolution levels a JPEG 2000 decode can drop and stay at least ``min_size``.
+
+    PIL's ``reduce`` halves the size per level (rounding as PIL does); the codestream's number
+    of wavelet decomposition levels bounds it (asking more is an OpenJPEG error).
+    """
+    levels = _jpeg2000_levels(fp)
+    reduce = 0
+    while reduce < levels:
+        power = 1 << (reduce + 1)
+        w, h = ((d + (power >> 1)) // power for d in size)
+        if w < max(1, min_size[0]) or h < max(1, min_size[1]):
+            break
+        reduce += 1
+    return reduce
+
+
+def _jpeg2000_levels(fp: IO[bytes]) -> int:
+    """The decomposition levels in the main header's COD marker (0 if it cannot be read)."""
+    try:
+        fp.seek(0)
+        head = fp.read(12)
+        start = 0
+        if head[:4] != b"\xff\x4f\xff\x51":  # a JP2 file: find the contiguous codestream box
+            start = _find_box(fp, b"jp2c")
+            if start is None:
+                return 0
+        fp.seek(start)
+        if fp.read(2) != b"\xff\x4f":  # SOC
+            return 0
+        for _ in range(64):  # main-header markers come before the first tile (SOT)
+            marker = fp.read(2)
+            if len(marker) < 2 or marker[0] != 0xFF or marker == b"\xff\x90":
+                return 0
+            length = int.from_bytes(fp.read(2), "big")
+            body = fp.read(max(0, length - 2))
+            if marker == b"\xff\x52":  # COD: Scod, progression, layers (2), MCT, levels
+                return body[5] if len(body) > 5 else 0
+        return 0
+    except (OSError, ValueError):
+        return 0
+
+
+def _find_box(fp: IO[bytes], kind: bytes) -> int | None:
+    """Offset of the contents of the first top-level box of type ``kind`` in a JP2 file."""
+    offset = 0
+    fp.seek(0)
+    for _ in range(1000):
+        head = fp.read(8)
+        if len(head) < 8:
+            return None
+        length, box = int.from_bytes(head[:4], "big"), head[4:]
+        header = 8
+        if length == 1:
+            length, header = int.from_bytes(fp.read(8), "big"), 16
+        if box == kind:
+            return offset + header
+        if length == 0 or length < header:  # 0: the last box, up to the end of the file
+            return None
+        offset += length
+        fp.seek(offset)
+    return None
+
+
+def _source(pyvips: Any, fp: IO[bytes]) -> Any:
+    """A libvips source over ``fp``: its file descriptor when it has one, else its bytes."""
+    try:
+        fd = fp.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    if fd is not None:
+        return pyvips.Source.new_from_descriptor(fd)  # libvips reads (and seeks) a dup of it
+    getbuffer = getattr(fp, "getbuffer", None)
+    if getbuffer is not None:
+        return pyvips.Source.new_from_memory(bytes(getbuffer()))
+    fp.seek(0)
+    return pyvips.Source.new_from_memory(fp.read())
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    for line in text.splitlines()[1:] or text.splitlines():
+        if line.strip():
+            return line.strip()
+    return text or type(error).__name__
