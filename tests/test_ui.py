@@ -14,8 +14,10 @@ from dashboard import copy_demo_collection
 from PIL import Image
 
 from snoop_nb import open_collection
+from snoop_nb.errors import UsageError
 from snoop_nb.export import class_table
 from snoop_nb.ui import App, ImageGrid, visitor_user
+from snoop_nb.ui.grid import NO_CLASS_MESSAGE
 from snoop_nb.ui.search import MAX_UPLOAD_BYTES
 
 
@@ -43,11 +45,122 @@ def test_click_cycles_relevant_not_relevant_unlabelled_and_writes_each(col):
     assert kb_label(col, "ui-ann", "boats", item) == -1
 
 
-def test_grid_without_a_class_does_not_label(col):
+def test_grid_without_a_class_does_not_label_and_says_what_to_do(col):
     grid = ImageGrid(col)
     grid.show(col.items().head(5))
     grid.vue_cycle({"id": grid.tiles[0]["id"]})
-    assert grid.labels == {} and "class" in grid.message
+    # nobody told this grid how to create a class: it says how, and offers nothing
+    assert grid.labels == {} and grid.offer == {} and grid.message == NO_CLASS_MESSAGE
+    assert "grid.session = collection.session(" in grid.message
+
+
+def kb_classes(col, user):
+    return [ref.name for ref in col.kb.classes(user, shared=False)]
+
+
+def test_a_click_with_no_class_offers_one_named_after_the_search_then_labels(col):
+    app = App(col, user="ui-gus", warm_up=False)
+    app.search.search_text("a bird")
+    item = app.grid.tiles[0]["id"]
+    app.grid.vue_cycle({"id": item})
+    assert app.grid.offer["name"] == "a bird" and app.grid.offer["value"] == 1
+    assert app.grid.offer["text"] == "No class yet: create one and label this tile relevant?"
+    assert kb_classes(col, "ui-gus") == []  # offering creates nothing
+    app.grid.vue_accept_offer({"name": "a/bird"})  # refused by the trainer: the offer stays
+    assert "'/'" in app.grid.offer["error"] and kb_classes(col, "ui-gus") == []
+    app.grid.vue_accept_offer({"name": " a bird "})
+    assert kb_classes(col, "ui-gus") == ["a bird"]
+    assert kb_label(col, "ui-gus", "a bird", item) == 1  # the click was not lost
+    assert app.grid.offer == {} and app.grid.labels == {str(item): 1}
+    assert app.trainer.session.ref.name == "a bird" and app.grid.session is app.trainer.session
+    assert app.trainer.counts.children == ["1 relevant · 0 not relevant"]
+    app.grid.vue_cycle({"id": item})  # from now on clicks label at once
+    assert kb_label(col, "ui-gus", "a bird", item) == -1 and app.grid.offer == {}
+
+
+def test_an_offer_for_a_selection_takes_an_edited_name_or_is_cancelled(col):
+    app = App(col, user="ui-hal", warm_up=False)
+    app.search.search_item(int(col.items()["id"].iloc[0]))
+    assert app.grid.class_hint == ""  # no text searched: the visitor names the class
+    ids = [t["id"] for t in app.grid.tiles[:3]]
+    app.grid.select(ids)
+    app.grid.vue_set_label({"ids": ids, "value": -1})  # "n" on a selection
+    assert app.grid.offer["name"] == ""
+    assert app.grid.offer["text"] == (
+        "No class yet: create one and label these 3 tiles not relevant?"
+    )
+    app.grid.vue_cancel_offer({})
+    assert app.grid.offer == {} and kb_classes(col, "ui-hal") == []
+    app.grid.vue_accept_offer({"name": "late"})  # nothing is pending any more
+    assert kb_classes(col, "ui-hal") == []
+    app.grid.vue_set_label({"id": ids[0], "value": 0})  # clearing with no class: nothing to do
+    assert app.grid.offer == {} and "no label to clear" in app.grid.message
+    app.grid.vue_set_label({"ids": ids, "value": -1})
+    app.grid.vue_accept_offer({"name": "not this"})
+    assert kb_classes(col, "ui-hal") == ["not this"]
+    lab = col.kb.labels(col.kb.get_class("ui-hal", "not this"))
+    assert dict(zip(lab["item_id"], lab["value"], strict=True)) == dict.fromkeys(ids, -1)
+    assert app.grid.selected == []  # labelled, the selection is done with
+
+
+def test_a_selection_is_labelled_in_one_transaction_and_tiles_show_what_is_stored(col):
+    session = col.session("ui-ivy", "sel")
+    grid = ImageGrid(col, session=session)
+    grid.show(col.items().head(30))
+    page = [t["id"] for t in grid.tiles]
+    outside = page[0]
+    session.label([outside], 1)  # written by another hand: the grid has not seen it yet
+    assert grid.labels == {}
+    chosen = page[3:7]
+    grid.select([*chosen, 10_000_000])  # an id not shown is not selected
+    assert grid.selected == chosen
+    statements: list[str] = []
+    db = col.kb._db  # the knowledge base's own connection: every statement it runs
+    db.set_trace_callback(statements.append)
+    before = db.total_changes
+    try:
+        grid.label_selection(-1)
+    finally:
+        db.set_trace_callback(None)
+    assert [s for s in statements if s.startswith(("BEGIN", "COMMIT", "ROLLBACK"))] == [
+        "BEGIN IMMEDIATE",
+        "COMMIT",
+    ]
+    assert db.total_changes - before == 4
+    rows = col.kb.label_history(session.ref)
+    rows = rows[rows["item_id"].isin(chosen)]
+    assert len(rows) == 4 and rows["time"].nunique() == 1 and set(rows["value"]) == {-1}
+    # the tiles show the labels as stored, the one written elsewhere included
+    assert grid.labels == {str(outside): 1, **{str(i): -1 for i in chosen}}
+    assert grid.selected == [] and grid.stored == 1
+
+
+def test_select_page_space_and_paging_act_on_the_selection(col):
+    session = col.session("ui-jon", "pages")
+    grid = ImageGrid(col, session=session, page_size=10)
+    grid.show(col.items().head(25))
+    grid.label_selection(1)
+    assert "select tiles first" in grid.message
+    grid.select_page()
+    page = [t["id"] for t in grid.tiles]
+    assert grid.selected == page and len(page) == 10
+    grid.vue_cycle({"id": page[2], "ids": grid.selected})  # space: the focused tile's next label
+    assert {int(k): v for k, v in grid.labels.items()} == dict.fromkeys(page, 1)
+    grid.select(page[:2])
+    grid.vue_cycle({"id": page[0], "ids": grid.selected})
+    assert [grid.labels.get(str(i)) for i in page[:3]] == [-1, -1, 1]
+    grid.select(page[5:8])
+    grid.vue_goto(2)  # other tiles: the selection does not follow to them
+    assert grid.selected == []
+    grid.select([t["id"] for t in grid.tiles[:2]])
+    grid.vue_set_label({"ids": grid.selected, "value": 0})
+    assert grid.labels == {} and grid.selected == []
+    lab = session.labels()
+    assert dict(zip(lab["item_id"], lab["value"], strict=True)) == {
+        **dict.fromkeys(page, 1),
+        page[0]: -1,
+        page[1]: -1,
+    }
 
 
 def test_grid_pages_and_sends_jpeg_bytes_not_paths(col):
@@ -172,7 +285,7 @@ def test_app_asks_a_visitor_without_a_name(col, monkeypatch):
     monkeypatch.setenv("QUERY_STRING", "")
     app = App(col, warm_up=False)
     assert app.user is None and app.grid is None
-    with pytest.raises(Exception, match="user"):
+    with pytest.raises(UsageError, match=r"^user name is empty$"):
         app.start("   ")
     app.start("Zoé")
     assert app.user == "Zoé" and app.grid is not None and len(app.grid.tiles) > 0

@@ -135,6 +135,7 @@ class App(v.Sheet):
         trainer = ClassTrainer(self.col, grid, user, k=self.k)
         explorer = ClassExplorer(self.col, user)
         search.on_search(trainer.start_from)
+        grid.on_need_class(lambda name: _create_class(trainer, name))
         trainer.on_change(lambda: explorer.refresh_classes())
         self.grid, self.search, self.trainer, self.explorer = grid, search, trainer, explorer
         if self._warm_up:  # load the model while the visitor looks at the first page
@@ -180,6 +181,16 @@ class App(v.Sheet):
             session = self.trainer.session
             if session is not None:
                 self.explorer.show_class(str(session.ref))
+
+
+def _create_class(trainer: ClassTrainer, name: str) -> str | None:
+    """Create class ``name`` through the trainer (which selects it for the grid); None, or
+    the trainer's own words for why not."""
+    trainer.create(name)
+    if trainer.session is None:
+        said = "".join(str(c) for c in trainer.status.children).strip()
+        return said or f"class {name!r} could not be created"
+    return None
 
 
 def _warm_up(col) -> None:

@@ -2,6 +2,7 @@
 
 >>> grid = ImageGrid(collection, session=collection.session("alice", "boats"))  # doctest: +SKIP
 >>> grid.show(collection.search(text="a boat", k=200))                          # doctest: +SKIP
+>>> grid.select_page(); grid.label_selection(-1)   # the whole page not relevant, at once
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ NEXT_LABEL = {0: 1, 1: -1, -1: 0}
 
 _HIDDEN_META = {"rank", "id", "uri", "score", "label", "kind", "video", "t_start", "t_end"}
 
+_LABEL_WORDS = {1: "relevant", -1: "not relevant", 0: "unlabelled"}
+
+#: What a grid with no class and no way to create one says to a click.
+NO_CLASS_MESSAGE = (
+    "no class chosen, so this click labels nothing: choose or create a class first "
+    "(in a notebook: grid.session = collection.session(user, class_name))"
+)
+
 
 class ImageGrid(v.VuetifyTemplate):
     """Thumbnails of a result table, one page at a time, sent as JPEG bytes.
@@ -36,6 +45,12 @@ class ImageGrid(v.VuetifyTemplate):
     metadata columns). With a ``session``, a click cycles a tile's label and writes it to the
     knowledge base at once. ``on_more_like_this(fn)`` replaces the default "more like this"
     (a search by that item, shown in this grid).
+
+    Several tiles can be selected (``selected``: shift-click a range, ctrl/cmd-click one, or
+    "select page") and labelled in one action, one knowledge-base transaction. A label asked
+    for with no class chosen is kept while the grid offers to create a class (``offer``, named
+    after ``class_hint``, the last text searched); ``on_need_class(fn)`` says how to create
+    one, and accepting the offer creates it and applies the kept label.
     """
 
     template_file = asset("image_grid.vue")
@@ -51,6 +66,10 @@ class ImageGrid(v.VuetifyTemplate):
     tile_size = t.Int(160).tag(sync=True)
     status_text = t.Unicode("").tag(sync=True)
     message = t.Unicode("").tag(sync=True)
+    selected = t.List(t.Int()).tag(sync=True)  # ids of the selected tiles, in page order
+    # an offer to create a class for a label asked with none: name, text, count, value, error
+    offer = t.Dict().tag(sync=True)
+    stored = t.Int(0).tag(sync=True)  # counts label writes: the front end then drops "pending"
 
     def __init__(
         self,
@@ -70,6 +89,10 @@ class ImageGrid(v.VuetifyTemplate):
         self._more_handlers: list[Callable[[int], None]] = []
         self._label_handlers: list[Callable[[list[int], int], None]] = []
         self._ready_handlers: list[Callable[[], None]] = []
+        self._class_maker: Callable[[str], str | None] | None = None
+        self._pending: tuple[list[int], int] | None = None  # the label kept during an offer
+        #: The name offered for a new class: the last text searched ("" when none).
+        self.class_hint = ""
         self.session = session
         self.observe(lambda _: self._render(), names=["page", "page_size"])
 
@@ -94,6 +117,7 @@ class ImageGrid(v.VuetifyTemplate):
         """Show a result table from its first page."""
         self._frame = frame.reset_index(drop=True)
         self.message = ""
+        self.cancel_offer()  # it was about tiles of the previous results
         self._what = text
         if self.page != 1:
             self.page = 1  # renders
@@ -115,33 +139,120 @@ class ImageGrid(v.VuetifyTemplate):
         """Call ``handler()`` once the grid is on screen in a browser."""
         self._ready_handlers.append(handler)
 
+    def on_need_class(self, handler: Callable[[str], str | None]) -> None:
+        """Let the grid offer to create a class when a tile is labelled with none chosen:
+        ``handler(name)`` creates class ``name``, makes it this grid's session, and returns
+        None, or a message saying why it could not."""
+        self._class_maker = handler
+
     def label(self, item_id: int, value: int) -> None:
         """Label one item as if clicked: write it to the knowledge base, then update its tile."""
-        if self._session is None:
-            self.message = "choose or create a class to label items"
+        self.label_many([item_id], value)
+
+    def label_many(self, ids: list[int], value: int) -> None:
+        """Label items at once, in one knowledge-base transaction; the tiles then show the
+        labels as stored. With no class chosen, offer to create one (see ``on_need_class``)."""
+        ids = list(dict.fromkeys(int(i) for i in ids))
+        value = int(value)
+        if not ids:
             return
-        item_id, value = int(item_id), int(value)
-        self._session.label([item_id], value)
-        labels = dict(self.labels)
-        if value:
-            labels[str(item_id)] = value
-        else:
-            labels.pop(str(item_id), None)
-        self.labels = labels
+        if self._session is None:
+            self._need_class(ids, value)
+            return
+        self._session.label(ids, value)
+        self.refresh_labels()
+        if set(ids) == set(self.selected):
+            self.selected = []  # done with them: the next key labels the focused tile
+        self.stored += 1
         for handler in self._label_handlers:
-            handler([item_id], value)
+            handler(ids, value)
 
     def refresh_labels(self) -> None:
         """Re-read the labels of the tiles shown from the knowledge base."""
         self.labels = self._page_labels([tile["id"] for tile in self.tiles])
 
+    # --- selection ------------------------------------------------------------------------
+    def select(self, ids: list[int]) -> None:
+        """Select these tiles of the page (ids not shown are left out)."""
+        wanted = {int(i) for i in ids}
+        self.selected = [tile["id"] for tile in self.tiles if tile["id"] in wanted]
+
+    def select_page(self) -> None:
+        """Select every tile of the page."""
+        self.selected = [tile["id"] for tile in self.tiles]
+
+    def clear_selection(self) -> None:
+        self.selected = []
+
+    def label_selection(self, value: int) -> None:
+        """Label the selected tiles in one action (see ``label_many``)."""
+        if not self.selected:
+            self.message = "select tiles first: shift-click a range or use 'select page'"
+            return
+        self.label_many(list(self.selected), value)
+
+    # --- creating a class for a label asked with none ---------------------------------------
+    def _need_class(self, ids: list[int], value: int) -> None:
+        if value == 0:
+            self.message = "no class chosen, so there is no label to clear"
+            return
+        if self._class_maker is None:
+            self.message = NO_CLASS_MESSAGE
+            return
+        self._pending = (ids, value)
+        what = "this tile" if len(ids) == 1 else f"these {len(ids)} tiles"
+        self.message = ""
+        self.offer = {
+            "name": self.class_hint,
+            "text": f"No class yet: create one and label {what} {_LABEL_WORDS[value]}?",
+            "count": len(ids),
+            "value": value,
+            "error": "",
+        }
+
+    def accept_offer(self, name: str | None) -> None:
+        """Create class ``name`` as offered, then apply the label that was asked for."""
+        pending, offer = self._pending, dict(self.offer)
+        if pending is None or self._class_maker is None:
+            self.offer = {}
+            return
+        name = (name or "").strip()
+        error = "give the new class a name" if not name else self._class_maker(name)
+        if error is None and self._session is None:
+            error = f"class {name!r} was not opened: choose it in the class list"
+        if error is not None:
+            self._pending = pending
+            self.offer = {**offer, "name": name, "error": error}
+            return
+        self._pending, self.offer = None, {}
+        self.label_many(*pending)
+
+    def cancel_offer(self) -> None:
+        """Drop the offer and the label kept with it."""
+        self._pending = None
+        self.offer = {}
+
     # --- front-end events -------------------------------------------------------------------
     def vue_cycle(self, data: dict) -> None:
+        """A click (or space) on tile ``id``: its next label, for ``ids`` when given (the
+        selection) or for that tile alone."""
         item_id = int(data["id"])
-        self.label(item_id, NEXT_LABEL[int(self.labels.get(str(item_id), 0))])
+        ids = data.get("ids") or [item_id]
+        self.label_many(ids, NEXT_LABEL[int(self.labels.get(str(item_id), 0))])
 
     def vue_set_label(self, data: dict) -> None:
-        self.label(int(data["id"]), max(-1, min(1, int(data["value"]))))
+        """A key (r/n/u, 1/2/0) or a selection button: ``value`` for ``ids`` or ``id``."""
+        ids = data.get("ids") or [data["id"]]
+        self.label_many(ids, max(-1, min(1, int(data["value"]))))
+
+    def vue_select_page(self, data: dict) -> None:
+        self.select_page()
+
+    def vue_accept_offer(self, data: dict) -> None:
+        self.accept_offer(data.get("name"))
+
+    def vue_cancel_offer(self, data: dict) -> None:
+        self.cancel_offer()
 
     def vue_more(self, data: dict) -> None:
         item_id = int(data["id"])
@@ -186,6 +297,8 @@ class ImageGrid(v.VuetifyTemplate):
             self.tiles = tiles
             self.thumbs = [thumbs[i] for i in ids]
             self.labels = self._page_labels(ids)
+            shown = set(ids)
+            self.selected = [i for i in self.selected if i in shown]
             self.total = n
             self.page_count = pages
             self.status_text = self._status(n, page, len(ids))

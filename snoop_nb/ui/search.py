@@ -121,6 +121,8 @@ class SearchPanel(v.Card):
         finally:
             self.button.loading = False
         self.grid.show(frame, text=what)
+        # a class made from these results is offered the query's name (none for a picture)
+        self.grid.class_hint = query.get("text", "")
         for handler in self._handlers:
             handler(query)
 
