@@ -487,24 +487,13 @@ def _session(col, user: str, class_name: str, *, own: bool = False, to: str = "c
     Creates nothing: an unknown user or class is a UsageError (exit 2) listing the names there
     are. ``own``: the class must be the user's own, for verbs that write to it.
     """
-    from snoop_nb.kb import check_name
-    from snoop_nb.learn import FeedbackSession
-
-    ref = col.kb.get_class(user, class_name)
-    user = check_name("user", user, new=False)
-    if own and ref.owner != user:
+    s = col.session(user, class_name, create=False)
+    if own and s.read_only:  # refused before anything is computed
         raise UsageError(
-            f"{ref} belongs to {ref.owner}: copy it into your own classes to {to} "
-            f"(kb.copy_class({user!r}, {str(ref)!r}))"
+            f"{s.ref} belongs to {s.ref.owner}: copy it into your own classes to {to} "
+            f"(kb.copy_class({s.user!r}, {str(s.ref)!r}))"
         )
-    if "create" in inspect.signature(FeedbackSession).parameters:
-        return col.session(user, class_name, create=False)
-    if ref.owner == user:
-        return col.session(user, ref.name)  # the class exists: nothing is written
-    raise UsageError(
-        f"{ref} is {ref.owner}'s class: copy it into your own classes to use it here "
-        f"(kb.copy_class({user!r}, {str(ref)!r}))"
-    )
+    return s
 
 
 # keys under which training reports how many labelled items the model still gets wrong
