@@ -35,7 +35,9 @@ model, else the starting query), scored in float32 from the vectors:
   yet (the seed counts as labelled), for the session's ranking and for the nearest-neighbour
   ranking on exactly the same items; their difference is what feedback adds on pictures the user
   has not seen;
-- ``P@k``: precision of the ranking's top ``k`` (whole corpus); ``found``: positives labelled.
+- ``P@k``: precision of the ranking's top ``k`` (whole corpus); ``found``: positives labelled;
+- ``C`` and ``mistakes``: the regularisation training chose and how many labels its model still
+  gets wrong (``quality["mistakes"]["count"]``), summed up per C after the tables.
 
 Round 0 is the starting ranking, i.e. the plain nearest-neighbour baseline: cosine similarity to
 the seed example (which ranks itself first) or to the text vector. Tables give means over the
@@ -221,6 +223,8 @@ def run_once(col, corpus: Corpus, cat: str, seed_kind: str, seed, method: str, a
             nn_scores = scores
         rest = ~np.isin(corpus.ids, np.fromiter(labelled, np.int64, len(labelled)))
         found = int(sum(corpus.cats[corpus.pos_of[i]] == cat for i in labelled))
+        model = s.model()
+        q = model.quality if model is not None else {}
         rows.append(
             {
                 "class": cat,
@@ -236,6 +240,8 @@ def run_once(col, corpus: Corpus, cat: str, seed_kind: str, seed, method: str, a
                 "nn_ap_resid": average_precision(y[rest], nn_scores[rest]),
                 "nn_ap": average_precision(y, nn_scores),
                 "nn_p_at_k": precision_at(y, nn_scores, args.k),
+                "C": q.get("C"),
+                "mistakes": (q.get("mistakes") or {}).get("count"),
             }
         )
     return rows
@@ -322,6 +328,14 @@ def summarise(rows, classes, counts, args) -> dict[str, Any]:
 
     kinds = ["example"] + (["text"] if args.text else [])
     out: dict[str, Any] = {"round": at, "per_class": {}, "verdict": {}}
+    trained = [r for r in rows if r["round"] > 0 and r.get("C") is not None]
+    out["regularisation"] = {
+        "models": len(trained),
+        "C_chosen": {
+            str(c): sum(r["C"] == c for r in trained) for c in sorted({r["C"] for r in trained})
+        },
+        "models_with_mistakes": sum(bool(r["mistakes"]) for r in trained),
+    }
     for kind in kinds:
         table, gains, precs = [], [], []
         for cat in classes:
@@ -393,6 +407,13 @@ def _wins(rows, kind: str, method: str, at: int, min_class: int) -> str:
 def print_quality(q: dict, args) -> None:
     s = q["summary"]
     at = s["round"]
+    reg = s.get("regularisation", {})
+    if reg.get("models"):
+        chosen = ", ".join(f"C={c}: {n}" for c, n in reg["C_chosen"].items())
+        print(
+            f"\nregularisation chosen over {reg['models']} trained rounds: {chosen}; "
+            f"models still getting labels wrong: {reg['models_with_mistakes']}"
+        )
     cols = ["class", "n", "NN", *METHODS]
     for kind, tables in s["per_class"].items():
         what = f"{args.seeds} example seed(s), mean" if kind == "example" else "text seed"

@@ -97,7 +97,8 @@ class ClassResults:
     probable first, with columns rank, id, uri, name, folder, probability, label (+1, -1, 0)
     and the catalog's metadata. ``probabilities``: every live item's probability (index: item
     id). ``labels``: the class's labels (index: item id, values +1/-1). ``applied``: how many
-    items the class was applied to (0: not applied yet, the table holds the best-ranked).
+    live items the class was applied to; ``applied_model_id``: the model version that applied
+    it (None: not applied yet, and the table holds the best-ranked items).
     """
 
     ref: ClassRef
@@ -106,6 +107,7 @@ class ClassResults:
     probabilities: pd.Series
     labels: pd.Series
     applied: int
+    applied_model_id: int | None
 
     @property
     def total(self) -> int:
@@ -148,4 +150,5 @@ def class_results(
         probabilities=prob_s,
         labels=lab,
         applied=int(keep.sum()) if len(applied) else 0,
+        applied_model_id=int(applied["model_id"].iloc[0]) if len(applied) else None,
     )

@@ -244,7 +244,8 @@ def test_class_results_lists_the_best_items_then_the_applied_ones(col):
     s.train()
     prob = s.probabilities()
     res = class_results(col, "alice", "coffee", top=7)
-    assert res.applied == 0 and res.total == len(col) and res.probabilities.equals(prob)
+    assert res.applied == 0 and res.applied_model_id is None
+    assert res.total == len(col) and res.probabilities.equals(prob)
     assert (
         res.table["id"].tolist()
         == prob.sort_values(ascending=False, kind="stable").index[:7].tolist()
@@ -267,6 +268,6 @@ def test_class_results_lists_the_best_items_then_the_applied_ones(col):
     assert res.labels.to_dict() == labelled
     n = s.apply(0.5)
     res = class_results(col, "alice", "coffee")
-    assert res.applied == n == len(res.table)
+    assert res.applied == n == len(res.table) and res.applied_model_id == s.model().id
     assert set(res.table["id"]) == set(prob.index[prob >= 0.5])
     assert np.allclose(res.table["probability"], prob.loc[res.table["id"]])

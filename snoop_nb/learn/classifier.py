@@ -128,8 +128,9 @@ def train(
     each step's solver starts from the previous step's model. When no step gets them all
     right (the labels contradict each other, e.g. one picture marked both ways), the step with
     the fewest mistakes (the strongest of equals) is kept. The mistakes left are reported in
-    ``quality["mistakes"]``, and ``quality["C"]`` is the chosen value. An estimator without a
-    ``C`` parameter is fitted once.
+    ``quality["mistakes"]``, and ``quality["C"]`` is the chosen value. A given ``estimator``'s
+    own ``C`` starts its grid; one without a ``C`` parameter is fitted once, and one whose
+    ``fit`` takes no ``sample_weight`` is fitted unweighted.
 
     The quality estimate is a stratified cross-validation over the real labels only, at the
     chosen ``C`` (pseudo-negatives always stay in training).

@@ -121,7 +121,7 @@ class ClassExplorer(v.Card):
         from snoop_nb.export import class_results
 
         res = class_results(self.col, self.user, self.classes.v_model, top=TABLE_ROWS)
-        if res.applied:
+        if res.applied_model_id is not None:
             self._note = f"applied to {res.applied} of {res.total} items"
         else:
             self._note = "not applied yet: its best-ranked items"
