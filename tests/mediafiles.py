@@ -220,3 +220,100 @@ def encode(image: Image.Image, fmt: str, **params) -> bytes:
 
 def _first_half(content: bytes) -> bytes:
     return content[: len(content) // 2]
+
+
+# --- large pictures (heritage scans, clip-art): written as streams, never held whole -----------
+
+
+def clip_art(size: tuple[int, int], seed: int = 0) -> Image.Image:
+    """Flat clip-art: outlined ellipses and boxes of solid colours on a transparent background."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGBA", size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    w, h = size
+    for _ in range(40):
+        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+        x1, y1 = (
+            x0 + int(rng.integers(w // 20 + 1, w // 3 + 2)),
+            y0 + int(rng.integers(h // 20 + 1, h // 3 + 2)),
+        )
+        colour = (*(int(c) for c in rng.integers(0, 256, 3)), 255)
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape((x0, y0, x1, y1), fill=colour, outline=(0, 0, 0, 255), width=max(1, w // 300))
+    return image
+
+
+def large_clip_art(size: tuple[int, int], seed: int = 0, zoom: int = 10):
+    """A libvips image of ``size``: :func:`clip_art` at 1/``zoom``, enlarged (smooth edges).
+
+    Lazy: saving it streams rows, so a 170-megapixel PNG is written in seconds and ~100 MB.
+    """
+    import pyvips
+
+    w, h = size
+    small = clip_art((-(-w // zoom), -(-h // zoom)), seed)
+    vips = pyvips.Image.new_from_array(np.asarray(small)).copy(interpretation="srgb")
+    return vips.resize(zoom, kernel="linear").crop(0, 0, w, h)
+
+
+def write_large_png(path: str | os.PathLike[str], size: tuple[int, int], seed: int = 0) -> Path:
+    """A flat clip-art RGBA PNG of ``size`` (a few MB even at 170 megapixels)."""
+    large_clip_art(size, seed).pngsave(str(path), compression=6)
+    return Path(path)
+
+
+def write_pyramid_tiff(
+    path: str | os.PathLike[str], size: tuple[int, int], seed: int = 0, compression: str = "jpeg"
+) -> Path:
+    """A tiled (256 x 256) pyramidal RGB TIFF of clip-art, as libvips and scanners write them."""
+    large_clip_art(size, seed).flatten(background=[255, 255, 255]).cast("uchar").tiffsave(
+        str(path), tile=True, pyramid=True, compression=compression, tile_width=256, tile_height=256
+    )
+    return Path(path)
+
+
+def write_telltale_pyramid(
+    path: str | os.PathLike[str],
+    size: tuple[int, int],
+    full: tuple[int, int, int] = (255, 0, 0),
+    reduced: tuple[int, int, int] = (0, 0, 255),
+    levels: int = 5,
+) -> Path:
+    """A tiled page pyramid whose full level is all ``full`` and whose halved levels are all
+    ``reduced``: the colour decoded says which level a reader used."""
+    import tifffile
+
+    def tiles(colour: tuple[int, int, int], w: int, h: int):
+        tile = np.empty((256, 256, 3), np.uint8)
+        tile[:] = colour
+        for _ in range(-(-w // 256) * -(-h // 256)):
+            yield tile
+
+    w, h = size
+    with tifffile.TiffWriter(path) as tif:
+        options = dict(dtype=np.uint8, tile=(256, 256), compression="zlib", photometric="rgb")
+        tif.write(tiles(full, w, h), shape=(h, w, 3), **options)
+        for _ in range(levels):
+            w, h = -(-w // 2), -(-h // 2)
+            tif.write(tiles(reduced, w, h), shape=(h, w, 3), subfiletype=1, **options)
+    return Path(path)
+
+
+def write_jpeg2000(
+    path: str | os.PathLike[str], image: Image.Image, resolutions: int = 6, **params
+) -> Path:
+    """``image`` as JPEG 2000 (a .jp2 file, or a bare codestream for .j2k), tiled 1024 x 1024,
+    with ``resolutions`` resolution levels (``resolutions - 1`` halvings)."""
+    image.save(
+        path,
+        "JPEG2000",
+        tile_size=(1024, 1024),
+        num_resolutions=resolutions,
+        irreversible=True,
+        quality_mode="dB",
+        quality_layers=[38],
+        **params,
+    )
+    return Path(path)

@@ -144,8 +144,11 @@ def _load_encoded(
         fp.seek(0)
         if reduce:
             image.reduce = reduce  # type: ignore[method-assign,assignment]  # PIL's Jpeg2K option
-    elif target is not None and large.can_stream(image.format, image.size, target):
-        streamed = large.load_streamed(fp, target, name)
+    elif (target is not None and large.can_stream(image.format, image.size, target)) or (
+        image.format in large.STREAM_FORMATS and large.beyond_pil(image.size)
+    ):
+        # Shrunk through libvips; or whole, where PIL's own ceiling would refuse the picture.
+        streamed = large.load_streamed(fp, image.format, target or image.size, name)
         if streamed is not None:
             shrunk, upright = streamed
             rgb = _to_rgb(shrunk, background, name)

@@ -27,7 +27,6 @@ still capped by ``max_pixels``).
 
 from __future__ import annotations
 
-import math
 from typing import IO, Any
 
 import numpy as np
@@ -44,6 +43,9 @@ STREAM_FORMATS = frozenset({"PNG", "TIFF", "WEBP", "GIF"})
 _VIPS_MAX_COORD = 10_000_000  # libvips' largest dimension: "no limit" for thumbnail's height
 _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
 _MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+# libvips reports an unreadable TIFF tile as a warning (and leaves it black): fail on warnings
+# there. Elsewhere on errors only: libpng warns about harmless things (a known-bad sRGB profile).
+_FAIL_ON = {"TIFF": "warning"}
 
 
 def shrink_scale(size: tuple[int, int], min_size: tuple[int, int]) -> float:
@@ -56,15 +58,23 @@ def is_large(size: tuple[int, int]) -> bool:
     return size[0] * size[1] > LARGE_PIXELS
 
 
+def beyond_pil(size: tuple[int, int]) -> bool:
+    """True if PIL would refuse to decode a picture this large (its ``MAX_IMAGE_PIXELS`` ceiling,
+    read, never changed): libvips decodes those whole, up to our own ``max_pixels``."""
+    ceiling = Image.MAX_IMAGE_PIXELS
+    return ceiling is not None and size[0] * size[1] > 2 * ceiling
+
+
 def can_stream(fmt: str | None, size: tuple[int, int], min_size: tuple[int, int]) -> bool:
     """True if libvips decodes this format, and shrinking by at least 2 is allowed."""
     return fmt in STREAM_FORMATS and shrink_scale(size, min_size) <= 0.5
 
 
 def load_streamed(
-    fp: IO[bytes], min_size: tuple[int, int], name: Any
+    fp: IO[bytes], fmt: str | None, min_size: tuple[int, int], name: Any
 ) -> tuple[Image.Image, tuple[int, int]] | None:
-    """Decode ``fp`` through libvips, upright and shrunk to no less than ``min_size``.
+    """Decode ``fp`` through libvips, upright and shrunk to no less than ``min_size`` (whole if
+    ``min_size`` is its size).
 
     Returns a PIL image of mode L, LA, RGB or RGBA and the upright ``(width, height)`` of the
     whole picture; ``None`` if libvips cannot do it faithfully (float pixels), so that the caller
@@ -82,13 +92,20 @@ def load_streamed(
             _SWAPPING_ORIENTATIONS
         ):
             width, height = height, width
-        scale = shrink_scale((width, height), min_size)
+        # Fit the box on the binding side only: the other side then rounds to no less than its own.
+        box_w, box_h = min(width, min_size[0]), min(height, min_size[1])
+        if box_w / width >= box_h / height:
+            box_h = _VIPS_MAX_COORD
+        else:
+            box_w = _VIPS_MAX_COORD
         thumb = pyvips.Image.thumbnail_source(
             source,
-            max(1, math.ceil(width * scale)),
-            height=_VIPS_MAX_COORD,
+            box_w,
+            height=box_h,
             size="down",
-            fail_on="error",
+            # thumbnail_source's own fail_on is not passed on to the loader (libvips 8.18):
+            # without this a truncated PNG decodes "fine", its missing rows left black
+            option_string=f"fail_on={_FAIL_ON.get(fmt, 'error')}",
         )
         pixels = thumb.numpy()
     except pyvips.Error as e:
@@ -108,18 +125,21 @@ def load_streamed(
 def jpeg2000_reduce(fp: IO[bytes], size: tuple[int, int], min_size: tuple[int, int]) -> int:
     """How many resolution levels a JPEG 2000 decode can drop and stay at least ``min_size``.
 
-    PIL's ``reduce`` halves the size per level (rounding as PIL does); the codestream's number
-    of wavelet decomposition levels bounds it (asking more is an OpenJPEG error).
+    Each level halves the size; the codestream's number of wavelet decomposition levels bounds
+    them (asking more is an OpenJPEG error). PIL sizes a reduced picture rounding to nearest
+    where OpenJPEG rounds up, and the decode fails where the two differ (5000 / 32 = 156.25):
+    such levels are skipped for the next one down.
     """
     levels = _jpeg2000_levels(fp)
-    reduce = 0
-    while reduce < levels:
-        power = 1 << (reduce + 1)
-        w, h = ((d + (power >> 1)) // power for d in size)
-        if w < max(1, min_size[0]) or h < max(1, min_size[1]):
+    best = 0
+    for reduce in range(1, levels + 1):
+        power = 1 << reduce
+        pil = [(d + (power >> 1)) // power for d in size]
+        if pil[0] < max(1, min_size[0]) or pil[1] < max(1, min_size[1]):
             break
-        reduce += 1
-    return reduce
+        if pil == [-(-d // power) for d in size]:
+            best = reduce
+    return best
 
 
 def _jpeg2000_levels(fp: IO[bytes]) -> int:
