@@ -13,7 +13,6 @@ file name cannot move the cursor, retitle the terminal or reorder what is printe
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import os
@@ -201,9 +200,8 @@ def cmd_index(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             workers=args.workers,
             progress=False if args.quiet else None,
-            **_max_pixels(col, args.max_pixels),
+            max_pixels=args.max_pixels,
         )
-        retried = getattr(report, "retried", None)
         if args.json:
             out = {
                 "collection": str(col.root),
@@ -213,26 +211,15 @@ def cmd_index(args: argparse.Namespace) -> int:
                 "skipped": report.skipped,
                 "errors": [{"uri": u, "reason": r} for u, r in report.errors],
                 "items": len(col),
+                "retried": report.retried,  # files that had failed before, tried again
                 "seconds": round(report.seconds, 3),
             }
-            if retried is not None:
-                out["retried"] = retried
             _print_json(out)
         else:
-            line = f"{col.root}: {report}"
-            if retried and "retried" not in line:
-                line += f"; {retried} tried again"
-            _print(f"{line}; {len(col)} items in all")
+            _print(f"{col.root}: {report}; {len(col)} items in all")
             for uri, reason in report.errors:
                 _print(f"  skipped {uri}: {reason}", file=sys.stderr)
     return 0
-
-
-def _max_pixels(col, max_pixels: int) -> dict:
-    # TEMPORARY until Collection.add takes max_pixels (being added): then pass it directly
-    if "max_pixels" in inspect.signature(col.add).parameters:
-        return {"max_pixels": max_pixels}
-    return {}
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -423,6 +423,13 @@ def test_index_max_pixels_refuses_larger_images_naming_the_option(tmp_path):
     (err,) = report["errors"]
     assert Path(err["uri"]).name == "big.png"
     assert "max-pixels" in err["reason"] or "max_pixels" in err["reason"], err
+    # the next run, with the default cap, tries the refused file again and adds it
+    r = snoop("index", folder, "--collection", tmp_path / "col", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert (report["retried"], report["added"], report["items"], report["errors"]) == (1, 1, 2, [])
+    r = snoop("index", folder, "--collection", tmp_path / "col")
+    assert r.returncode == 0 and "0 retried" in r.stdout and "2 items in all" in r.stdout
     for bad in ("0", "many"):
         r = snoop("index", folder, "--collection", tmp_path / "c2", "--max-pixels", bad)
         assert r.returncode == 2 and "--max-pixels" in r.stderr, r.stderr
