@@ -4,19 +4,20 @@ A heritage scan or a large clip-art is 10,000 x 17,000 pixels or more; decoded w
 0.5 to 3 GB, yet the embedder needs ~256 pixels and a grid tile ~256. So a caller that passes
 ``min_size`` to :func:`~snoop_nb.media.decode.load_image` gets the picture shrunk while it is
 decoded, never below ``min_size``, with memory bounded whatever the file's size. Each format
-takes the cheapest exact route (measured with ``benchmarks/large_images.py``; peak RSS above a
-small picture's run, 2 cores):
+takes the cheapest route; figures from ``python benchmarks/large_images.py`` (2 cores; decoding
+for the default embedder, ``min_size`` 512 x 512; peak RSS above the same run on a small PNG):
 
-* **JPEG**: PIL's ``draft`` (libjpeg's DCT scaling by 1/2, 1/4, 1/8). A 300-megapixel photo
-  decodes in 1.7 s and 34 MB; libvips took 2.0 s and 190 MB for the same file.
-* **JPEG 2000**: PIL's ``reduce`` (OpenJPEG decodes only the resolution levels needed, up to
-  the number of levels the codestream has). 48 megapixels: 3.0 s and 216 MB whole, 0.1 s and
-  21 MB at 1/8. libvips is not used: the ``pyvips-binary`` wheel has no OpenJPEG.
-* **PNG, TIFF, WebP, GIF**: libvips (``pyvips`` with the libvips
-  inside ``pyvips-binary``), whose ``thumbnail`` streams the rows through a shrink (PNG: 170
-  megapixels in 1.1 s and ~100 MB, against 3.6 s and 620 MB for PIL, which can only decode it
-  whole) and reads the smallest level big enough of a pyramidal TIFF (1 gigapixel in 0.3 s).
-  PIL has no reduced decoding for these formats.
+* **JPEG**: PIL's ``draft`` (libjpeg's DCT scaling by 1/2, 1/4, 1/8). A 192-megapixel noisy
+  photo: 1.2 s, +3 MB (on a 300-megapixel one, 1.7 s and 34 MB of RSS in all, where libvips'
+  thumbnail took 2.0 s and 194 MB).
+* **JPEG 2000**: PIL's ``reduce`` (OpenJPEG decodes only the resolution levels needed, no more
+  than the codestream has). 80 megapixels, 6 levels: 0.1 s, +0 MB. libvips is not an option:
+  the ``pyvips-binary`` wheel has no OpenJPEG.
+* **PNG, TIFF, WebP, GIF**: libvips (``pyvips`` with the libvips inside ``pyvips-binary``),
+  whose ``thumbnail`` streams the rows through a shrink and reads the smallest level big enough
+  of a pyramidal TIFF. A 170-megapixel clip-art PNG: 0.9 s, +149 MB, where PIL, which can only
+  decode a PNG whole, took 4.5 s and +3.2 GB; a 1-gigapixel pyramidal TIFF: 0.16 s, +15 MB; the
+  same without a pyramid: 3.0 s, +252 MB; a 120-megapixel 16-bit grey TIFF: 1.9 s, +68 MB.
 
 Only pictures of more than :data:`LARGE_PIXELS` are shrunk: smaller ones keep PIL's whole
 decode, so that their pixels (and vectors) stay exactly as they were.
