@@ -209,6 +209,23 @@ def test_upload_is_size_limited_and_decoded_safely(col):
     assert app.grid.message == "" and app.grid.tiles[0]["id"] == int(col.items()["id"].iloc[10])
 
 
+def test_a_large_upload_is_shrunk_while_decoded_and_finds_its_item(col):
+    """A 25-megapixel upload (above the size decoded whole) goes through the same shrink-on-load
+    as indexing and still finds the item it was made from."""
+    row = col.items().iloc[20]
+    with Image.open(row["uri"]) as small:
+        big = small.convert("RGBA").resize((5000, 5000), Image.Resampling.NEAREST)
+    out = io.BytesIO()
+    big.save(out, format="PNG")
+    assert len(out.getvalue()) <= MAX_UPLOAD_BYTES
+    app = App(col, user="ui-bea", warm_up=False)
+    queried, run = [], app.search._run
+    app.search._run = lambda query, what: (queried.append(query["image"].size), run(query, what))
+    app.search.search_image(out.getvalue(), "big.png")
+    assert app.grid.message == "" and app.grid.tiles[0]["id"] == int(row["id"])
+    assert queried and max(queried[0]) < 5000 and min(queried[0]) >= 512
+
+
 def test_train_rank_apply_share_and_copy_through_the_trainer(col):
     app = App(col, user="ui-cleo", warm_up=False)
     app.search.search_text("a bird")

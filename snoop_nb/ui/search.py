@@ -93,6 +93,7 @@ class SearchPanel(v.Card):
 
     def search_image(self, data: bytes, name: str = "upload") -> None:
         """Show the items nearest to an uploaded picture (checked and decoded safely)."""
+        from snoop_nb.embed.pipeline import decode_size
         from snoop_nb.media.decode import load_image
 
         try:
@@ -101,7 +102,8 @@ class SearchPanel(v.Card):
                     f"{name} is {len(data) / 2**20:.1f} MiB; pictures up to "
                     f"{MAX_UPLOAD_BYTES // 2**20} MiB can be searched"
                 )
-            image = load_image(bytes(data), name=name)
+            # shrunk while decoded, as when indexing: a 20 MiB PNG can hold a gigapixel
+            image = load_image(bytes(data), name=name, min_size=decode_size(self.col.embedder))
         except SnoopError as e:
             self.grid.set_message(f"cannot search with {name}: {e}")
             return
