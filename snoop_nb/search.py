@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
     from snoop_nb.collection import Collection
 
+#: Below this many items, search is exact by default (it is fast and it is the truth).
+EXACT_SEARCH_BELOW = 20_000
+
 CORE_COLUMNS = [
     "rank",
     "id",
@@ -87,8 +90,6 @@ def search(
     q = query_vector(col, item=item, image=image, text=text, vector=vector)
     n = len(col)
     if exact is None:
-        from snoop_nb.collection import EXACT_SEARCH_BELOW
-
         exact = n < EXACT_SEARCH_BELOW
     index = col.exact_index() if exact else col.index
     want = k + (1 if item is not None else 0)

@@ -1,8 +1,9 @@
 """The one small interface every vector index implements.
 
-Vectors are L2-normalised rows; scores are cosine similarities (higher is closer). Ids are
-non-negative integers chosen by the caller (a collection uses its item ids). ``search`` pads
-rows with id ``-1`` and score ``-inf`` when fewer than ``k`` items are live.
+Vectors are L2-normalised rows; scores are cosine similarities in [-1, 1] (higher is closer).
+Ids are non-negative integers chosen by the caller (a collection uses its item ids). ``search``
+pads rows with id ``-1`` and score ``-inf`` when fewer than ``k`` items are live. Every index is
+safe to use from several threads: its methods hold the index's own lock.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ def as_vectors(vectors, n: int, dim: int) -> np.ndarray:
     if v.shape != (n, dim):
         raise ValueError(f"expected {n} vectors of {dim} columns, got shape {v.shape}")
     return v
+
+
+def clip_scores(scores: np.ndarray) -> np.ndarray:
+    """Cosine scores held to [-1, 1]: float16 rows are unit length only to about 1e-3, so the
+    score of an item with itself may come out a little above 1. Padding (``-inf``) is kept."""
+    return np.where(np.isneginf(scores), scores, np.clip(scores, -1.0, 1.0)).astype(np.float32)
 
 
 def last_of_each(ids: np.ndarray) -> np.ndarray:
@@ -94,8 +101,15 @@ class Index(ABC):
         """Remove ``ids``; unknown or already removed ids are ignored."""
 
     @abstractmethod
-    def search(self, queries, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` nearest live items of each query: ``(ids int64 (Q, k), scores float32 (Q, k))``."""
+    def search(
+        self, queries, k: int = 10, *, ef: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest live items of each query: ``(ids int64 (Q, k), scores float32 (Q, k))``.
+
+        ``ef`` is this search's breadth in an approximate index (its ``ef`` by default; an
+        exact index ignores it). It applies to this call only, so threads searching at once
+        with different breadths do not disturb each other.
+        """
 
     @abstractmethod
     def ids(self) -> np.ndarray:

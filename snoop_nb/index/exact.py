@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
-from snoop_nb.index.base import Index, as_ids, as_queries, as_vectors, last_of_each
+from snoop_nb.index.base import Index, as_ids, as_queries, as_vectors, clip_scores, last_of_each
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,6 +43,7 @@ class ExactIndex(Index):
         self._ids = np.zeros(0, np.int64)
         self._vecs = np.zeros((0, dim), np.float16)
         self._f32: np.ndarray | None = None  # float32 copy of _vecs, made on the first search
+        self._lock = threading.RLock()
 
     @classmethod
     def from_arrays(cls, ids, vectors) -> ExactIndex:
@@ -71,17 +74,19 @@ class ExactIndex(Index):
         vecs = as_vectors(vectors, len(ids), self.dim)
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
         vecs = (vecs / np.where(norms == 0, 1, norms)).astype(np.float16)
-        keep = ~np.isin(self._ids, ids)
-        pick = last_of_each(ids)
-        self._ids = np.concatenate([self._ids[keep], ids[pick]])
-        self._vecs = np.concatenate([np.asarray(self._vecs[keep]), vecs[pick]])
-        self._f32 = None
+        with self._lock:
+            keep = ~np.isin(self._ids, ids)
+            pick = last_of_each(ids)
+            self._ids = np.concatenate([self._ids[keep], ids[pick]])
+            self._vecs = np.concatenate([np.asarray(self._vecs[keep]), vecs[pick]])
+            self._f32 = None
 
     def remove(self, ids) -> None:
-        keep = ~np.isin(self._ids, as_ids(ids))
-        self._ids = self._ids[keep]
-        self._vecs = np.asarray(self._vecs[keep])
-        self._f32 = None
+        with self._lock:
+            keep = ~np.isin(self._ids, as_ids(ids))
+            self._ids = self._ids[keep]
+            self._vecs = np.asarray(self._vecs[keep])
+            self._f32 = None
 
     def ids(self) -> np.ndarray:
         return np.sort(self._ids)
@@ -92,12 +97,19 @@ class ExactIndex(Index):
     def scores(self, queries) -> np.ndarray:
         """Cosine similarity of each query with every live vector, (Q, N) float32."""
         q = as_queries(queries, self.dim)
-        out = np.empty((q.shape[0], len(self._ids)), np.float32)
-        for start, block in self._blocks():
-            out[:, start : start + len(block)] = q @ block.T
-        return out
+        with self._lock:
+            out = np.empty((q.shape[0], len(self._ids)), np.float32)
+            for start, block in self._blocks():
+                out[:, start : start + len(block)] = q @ block.T
+        return clip_scores(out)
 
-    def search(self, queries, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries, k: int = 10, *, ef: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            return self._search(queries, k)
+
+    def _search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = as_queries(queries, self.dim)
         norms = np.linalg.norm(q, axis=1, keepdims=True)
         q = q / np.where(norms == 0, 1, norms)
@@ -115,4 +127,4 @@ class ExactIndex(Index):
             pad = k - best_pos.shape[1]
             ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
             best_val = np.pad(best_val, ((0, 0), (0, pad)), constant_values=-np.inf)
-        return ids.astype(np.int64), best_val.astype(np.float32)
+        return ids.astype(np.int64), clip_scores(best_val)

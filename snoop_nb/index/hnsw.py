@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
 
-from snoop_nb.index.base import Index, as_ids, as_queries, as_vectors, atomic_write, last_of_each
+from snoop_nb.index.base import (
+    Index,
+    as_ids,
+    as_queries,
+    as_vectors,
+    atomic_write,
+    clip_scores,
+    last_of_each,
+)
 
 #: Defaults measured by benchmarks/index.py: recall@10 >= 0.95 on real embeddings, and on 1M
 #: synthetic ones (1280-d): ef=64 gave 0.947 there (0.965 with ProjectedIndex), ef=128 0.977, at
@@ -22,9 +31,11 @@ class HNSWIndex(Index):
     """hnswlib behind the :class:`Index` interface.
 
     ``M`` and ``ef_construction`` shape the graph (memory and build time against recall);
-    ``ef`` is the search breadth, tunable at any time. Removal marks items deleted (hnswlib
-    skips them in results); adding a removed id again brings it back with its new vector.
-    The index grows as needed.
+    ``ef`` is the default search breadth, and ``search(..., ef=)`` sets it for one call.
+    hnswlib's breadth is one setting per graph, so each search sets it and queries under the
+    index's lock (hnswlib spreads a batch of queries over its own threads). Removal marks
+    items deleted (hnswlib skips them in results); adding a removed id again brings it back
+    with its new vector. The index grows as needed.
 
     >>> idx = HNSWIndex(dim=4)
     >>> idx.add([3, 5], [[1, 0, 0, 0], [0, 1, 0, 0]])
@@ -57,6 +68,7 @@ class HNSWIndex(Index):
         self._index.set_num_threads(threads if threads > 0 else _cpu_count())
         self._labels: set[int] = set()
         self._deleted: set[int] = set()
+        self._lock = threading.RLock()
 
     # --- parameters ---------------------------------------------------------------------
     @property
@@ -65,8 +77,7 @@ class HNSWIndex(Index):
 
     @ef.setter
     def ef(self, value: int) -> None:
-        self._ef = int(value)
-        self._index.set_ef(self._ef)
+        self._ef = int(value)  # each search sets hnswlib's breadth itself, under the lock
 
     # --- Index interface ----------------------------------------------------------------
     def add(self, ids, vectors) -> None:
@@ -77,24 +88,27 @@ class HNSWIndex(Index):
         pick = last_of_each(ids)  # hnswlib's threads would apply repeats in any order
         if len(pick) < len(ids):
             ids, vecs = ids[pick], vecs[pick]
-        need = self._index.get_current_count() + int(ids.size)
-        if need > self._index.get_max_elements():
-            self._index.resize_index(max(need, 2 * self._index.get_max_elements()))
-        for i in ids.tolist():
-            if i in self._deleted:
-                self._index.unmark_deleted(i)  # then add_items updates its vector
-                self._deleted.discard(i)
-        self._index.add_items(vecs, ids, num_threads=self._threads())
-        self._labels.update(ids.tolist())
+        with self._lock:
+            need = self._index.get_current_count() + int(ids.size)
+            if need > self._index.get_max_elements():
+                self._index.resize_index(max(need, 2 * self._index.get_max_elements()))
+            for i in ids.tolist():
+                if i in self._deleted:
+                    self._index.unmark_deleted(i)  # then add_items updates its vector
+                    self._deleted.discard(i)
+            self._index.add_items(vecs, ids, num_threads=self._threads())
+            self._labels.update(ids.tolist())
 
     def remove(self, ids) -> None:
-        for i in as_ids(ids).tolist():
-            if i in self._labels and i not in self._deleted:
-                self._index.mark_deleted(i)
-                self._deleted.add(i)
+        with self._lock:
+            for i in as_ids(ids).tolist():
+                if i in self._labels and i not in self._deleted:
+                    self._index.mark_deleted(i)
+                    self._deleted.add(i)
 
     def ids(self) -> np.ndarray:
-        return np.array(sorted(self._labels - self._deleted), dtype=np.int64)
+        with self._lock:
+            return np.array(sorted(self._labels - self._deleted), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self._labels) - len(self._deleted)
@@ -102,53 +116,58 @@ class HNSWIndex(Index):
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._labels and item_id not in self._deleted
 
-    def search(self, queries, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries, k: int = 10, *, ef: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         q = as_queries(queries, self.dim)
-        live = len(self)
-        kk = min(k, live)
         ids = np.full((q.shape[0], k), -1, np.int64)
         scores = np.full((q.shape[0], k), -np.inf, np.float32)
-        if kk == 0 or q.shape[0] == 0:
-            return ids, scores
-        # hnswlib cannot return k results when ef < k or deleted items crowd the graph;
-        # widen ef for this query and try again rather than fail.
-        ef = max(self._ef, kk)
-        while True:
-            self._index.set_ef(ef)
-            try:
-                labels, dist = self._index.knn_query(q, k=kk, num_threads=self._threads())
-                break
-            except RuntimeError:
-                if ef >= live + len(self._deleted):
-                    raise
-                ef = min(2 * ef, live + len(self._deleted))
-            finally:
-                self._index.set_ef(self._ef)
+        with self._lock:
+            live = len(self)
+            kk = min(k, live)
+            if kk == 0 or q.shape[0] == 0:
+                return ids, scores
+            # hnswlib cannot return k results when ef < k or deleted items crowd the graph;
+            # widen ef for this query and try again rather than fail.
+            width = max(int(ef) if ef is not None else self._ef, kk)
+            while True:
+                self._index.set_ef(width)
+                try:
+                    labels, dist = self._index.knn_query(q, k=kk, num_threads=self._threads())
+                    break
+                except RuntimeError:
+                    if width >= live + len(self._deleted):
+                        raise
+                    width = min(2 * width, live + len(self._deleted))
         ids[:, :kk] = labels.astype(np.int64)
-        scores[:, :kk] = 1.0 - dist
+        scores[:, :kk] = clip_scores(1.0 - dist)
         return ids, scores
 
     def get_vectors(self, ids) -> np.ndarray:
         """The stored (normalised) vectors of ``ids``."""
-        return np.asarray(self._index.get_items(as_ids(ids), return_type="numpy"), np.float32)
+        with self._lock:
+            items = self._index.get_items(as_ids(ids), return_type="numpy")
+        return np.asarray(items, np.float32)
 
     # --- persistence --------------------------------------------------------------------
     def save(self, path: str | Path, *, extra: dict | None = None) -> None:
         """Write the index to ``path`` atomically (a sidecar ``.json`` holds the deleted ids and
         ``extra``; it is written first, so it never lags the graph file)."""
         path = Path(path)
-        meta = {
-            **(extra or {}),
-            "dim": self.dim,
-            "M": self.M,
-            "ef_construction": self.ef_construction,
-            "ef": self._ef,
-            "deleted": sorted(self._deleted),
-        }
-        atomic_write(
-            path.with_name(path.name + ".json"), lambda t: Path(t).write_text(json.dumps(meta))
-        )
-        atomic_write(path, self._index.save_index)
+        with self._lock:
+            meta = {
+                **(extra or {}),
+                "dim": self.dim,
+                "M": self.M,
+                "ef_construction": self.ef_construction,
+                "ef": self._ef,
+                "deleted": sorted(self._deleted),
+            }
+            atomic_write(
+                path.with_name(path.name + ".json"),
+                lambda t: Path(t).write_text(json.dumps(meta)),
+            )
+            atomic_write(path, self._index.save_index)
 
     @classmethod
     def load(cls, path: str | Path, *, threads: int = -1) -> HNSWIndex:
@@ -163,6 +182,7 @@ class HNSWIndex(Index):
         self.ef_construction = int(meta["ef_construction"])
         self._ef = int(meta["ef"])
         self.threads = threads
+        self._lock = threading.RLock()
         self._index = hnswlib.Index(space="cosine", dim=self.dim)
         self._index.load_index(str(path))
         self._index.set_ef(self._ef)

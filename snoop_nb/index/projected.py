@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 import warnings
 from collections.abc import Callable
@@ -21,7 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from snoop_nb.index.base import Index, as_ids, as_queries, as_vectors, atomic_write, last_of_each
+from snoop_nb.index.base import (
+    Index,
+    as_ids,
+    as_queries,
+    as_vectors,
+    atomic_write,
+    clip_scores,
+    last_of_each,
+)
 from snoop_nb.index.exact import top_k
 from snoop_nb.index.hnsw import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M, HNSWIndex
 
@@ -119,6 +128,7 @@ class ProjectedIndex(Index):
         self._keys: dict[int, int] = {}  # own store: live id -> its key
         self._n = 0  # keys in use: rows written (own store), or 1 + the largest id (external)
         self._exact: tuple[np.ndarray, np.ndarray] | None = None  # (keys, float32) before a fit
+        self._lock = threading.RLock()
 
     @property
     def external(self) -> bool:
@@ -135,6 +145,20 @@ class ProjectedIndex(Index):
 
     # --- Index interface ----------------------------------------------------------------
     def add(self, ids, vectors) -> None:
+        with self._lock:
+            self._add(ids, vectors)
+
+    def remove(self, ids) -> None:
+        with self._lock:
+            self._remove(ids)
+
+    def search(
+        self, queries, k: int = 10, *, ef: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            return self._search(queries, k, self._ef if ef is None else int(ef))
+
+    def _add(self, ids, vectors) -> None:
         ids = as_ids(ids)
         vecs = as_vectors(vectors, len(ids), self.dim)
         if ids.size == 0:
@@ -164,7 +188,7 @@ class ProjectedIndex(Index):
         else:
             self._graph.add(keys, vecs @ self.projection_)
 
-    def remove(self, ids) -> None:
+    def _remove(self, ids) -> None:
         ids = as_ids(ids)
         if self.external:
             keys = np.unique(ids[ids < self._n])
@@ -178,8 +202,9 @@ class ProjectedIndex(Index):
                 self._graph.remove(keys)
 
     def ids(self) -> np.ndarray:
-        live = self._key_id[: self._n]
-        return np.sort(live[live >= 0])
+        with self._lock:
+            live = self._key_id[: self._n]
+            return np.sort(live[live >= 0])
 
     def __len__(self) -> int:
         return int(np.count_nonzero(self._key_id[: self._n] >= 0))
@@ -193,7 +218,7 @@ class ProjectedIndex(Index):
             return False
         return 0 <= key < self._n and self._key_id[key] >= 0
 
-    def search(self, queries, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, queries, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
         q = as_queries(queries, self.dim)
         norms = np.linalg.norm(q, axis=1, keepdims=True)
         q = q / np.where(norms == 0, 1, norms)
@@ -206,14 +231,10 @@ class ProjectedIndex(Index):
             live, matrix = self._exact
             pos, vals = top_k(q @ matrix.T, k)
             ids[:, : pos.shape[1]] = self._key_id[live[pos]]
-            scores[:, : pos.shape[1]] = vals
+            scores[:, : pos.shape[1]] = clip_scores(vals)
             return ids, scores
-        width = max(self._ef, k)
-        self._graph.ef = width
-        try:
-            cand, _ = self._graph.search(q @ self.projection_, width)
-        finally:
-            self._graph.ef = self._ef
+        width = max(ef, k)
+        cand, _ = self._graph.search(q @ self.projection_, width, ef=width)
         if len(q) == 0 or cand.max() < 0:  # nothing live
             return ids, scores
         for s in range(0, len(q), 16):  # bounds the (queries, candidates, dim) block
@@ -225,12 +246,16 @@ class ProjectedIndex(Index):
             found = np.take_along_axis(c, pos, axis=1)
             ok = found >= 0
             ids[s : s + 16, : pos.shape[1]] = np.where(ok, self._key_id[np.maximum(found, 0)], -1)
-            scores[s : s + 16, : pos.shape[1]] = np.where(ok, vals, -np.inf)
+            scores[s : s + 16, : pos.shape[1]] = np.where(ok, clip_scores(vals), -np.inf)
         return ids, scores
 
     # --- the projection -----------------------------------------------------------------
     def refit(self, *, seed: int = 0) -> None:
         """Fit the projection on (a sample of) the live vectors and rebuild the graph."""
+        with self._lock:
+            self._refit(seed)
+
+    def _refit(self, seed: int) -> None:
         live = np.flatnonzero(self._key_id[: self._n] >= 0)
         if live.size == 0:
             return
@@ -277,6 +302,10 @@ class ProjectedIndex(Index):
         crash comes at, the files never pair a graph with a projection it was not built with.
         :meth:`load` brings a graph that lags the keys up to date, and rebuilds a missing one.
         """
+        with self._lock:
+            self._save(Path(path))
+
+    def _save(self, path: Path) -> None:
         path = Path(path)
         sidecar = path.with_name(path.name + ".json")
         mine = self._projection_id if self._graph is not None else None

@@ -1,0 +1,210 @@
+"""Index upkeep: keep a collection's in-memory index equal to its catalog's live items.
+
+The catalog's generation (bumped by every change, by any process) is checked on each use of
+the index, which costs one small SQLite read. When it has moved, the index is brought up to
+date from ``vectors.f16``: missing items are added, removed ones forgotten. So a dashboard
+kernel sees what a ``snoop index`` run in another process adds or removes, on its next search.
+When very many items are missing and another process has saved a newer index file meanwhile,
+that file is loaded instead (reading a saved graph is far cheaper than building it again).
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from snoop_nb.errors import CollectionError
+from snoop_nb.store.layout import INDEX_KINDS
+
+if TYPE_CHECKING:
+    from snoop_nb.index import Index
+    from snoop_nb.store.catalog import Catalog
+    from snoop_nb.store.vectors import VectorStore
+
+INDEX_NAME = "index.hnsw"
+#: Missing items beyond which a newer saved index file is loaded rather than caught up with.
+RELOAD_ABOVE = 2000
+_ADD_CHUNK = 65536
+
+
+class IndexKeeper:
+    """The approximate index (``hnsw`` or ``hnsw-pca``) and the exact one of a collection,
+    each kept current with the catalog; safe to use from several threads."""
+
+    def __init__(
+        self, root: Path, manifest: dict[str, Any], catalog: Catalog, vectors: VectorStore
+    ):
+        self.root = root
+        self.manifest = manifest
+        self.catalog = catalog
+        self.store = vectors
+        self.dim = int(manifest["dim"])
+        self.reload_above = RELOAD_ABOVE
+        self._lock = threading.RLock()
+        self._index: Index | None = None
+        self._gen: str | None = None  # the generation the index was last brought to
+        self._file: tuple | None = None  # identity of the saved file the index came from
+        self._exact: tuple[str, Index] | None = None
+
+    # --- the approximate index ----------------------------------------------------------
+    @property
+    def params(self) -> dict[str, Any]:
+        params = {"kind": "hnsw", **self.manifest.get("index", {})}
+        if params["kind"] not in INDEX_KINDS:
+            raise CollectionError(
+                f"{self.root}: unknown index kind {params['kind']!r} in manifest.json (this "
+                f"snoop-nb knows {', '.join(INDEX_KINDS)}); upgrade snoop-nb or fix the manifest"
+            )
+        return params
+
+    @property
+    def path(self) -> Path:
+        return self.root / INDEX_NAME
+
+    def saved_file(self, kind: str) -> Path:
+        """The file every save of this kind writes (last, for ``hnsw``; first, for ``hnsw-pca``)."""
+        return self.path.with_name(self.path.name + ".npz") if kind == "hnsw-pca" else self.path
+
+    def current(self) -> Index:
+        """The index, brought up to date if the catalog changed since it was last synced."""
+        index = self._index
+        if index is not None and self._gen == self.catalog.generation():
+            return index
+        return self.sync(save=False)
+
+    def forget(self) -> None:
+        """Drop the in-memory index: the next use loads it from its files again."""
+        with self._lock:
+            self._index = None
+            self._gen = None
+            self._file = None
+
+    def sync(self, *, save: bool = True) -> Index:
+        """Make the index hold exactly the catalog's live items; save it if asked.
+
+        The manifest's ``index`` entry chooses the kind and its parameters; saved files are
+        loaded, and rebuilt when they cannot be read.
+        """
+        with self._lock:
+            params = self.params
+            kind = params["kind"]
+            saved = self.saved_file(kind)
+            gen, live = self.catalog.live()
+            index = self._index
+            if index is not None and (index.dim != self.dim or index.kind != kind):
+                index = None
+            if index is None:
+                index = self._load(kind, saved)
+            elif self._file != _identity(saved):
+                index = self._maybe_reload(index, kind, saved, live)
+            if index is None:
+                index = self._new_index(params)
+                self._file = None
+            have = index.ids()
+            missing = np.setdiff1d(live, have, assume_unique=True)
+            extra = np.setdiff1d(have, live, assume_unique=True)
+            changed = bool(missing.size or extra.size)
+            if extra.size:
+                index.remove(extra)
+            if missing.size:
+                vecs = self.store.view()
+                for start in range(0, missing.size, _ADD_CHUNK):
+                    chunk = missing[start : start + _ADD_CHUNK]
+                    index.add(chunk, np.asarray(vecs[chunk], dtype=np.float32))
+            if save and (changed or not saved.exists() or index.repaired_on_load):
+                index.save(self.path)
+                self._file = _identity(saved)
+            self._index = index
+            self._gen = gen
+            return index
+
+    def _maybe_reload(self, index: Index, kind: str, saved: Path, live: np.ndarray) -> Index:
+        """``index``, or the newer saved file when far more of ``live`` is in that one."""
+        missing = np.setdiff1d(live, index.ids(), assume_unique=True).size
+        if missing <= self.reload_above:
+            return index
+        fresh = self._load(kind, saved)
+        if fresh is None:
+            return index
+        if np.setdiff1d(live, fresh.ids(), assume_unique=True).size < missing:
+            return fresh
+        return index
+
+    def _load(self, kind: str, saved: Path) -> Index | None:
+        """The saved index, or None when there is none or it cannot be read (with a warning)."""
+        from snoop_nb.index import HNSWIndex, ProjectedIndex
+
+        ident = _identity(saved)
+        if ident is None:
+            return None
+        try:
+            if kind == "hnsw":
+                index: Index = HNSWIndex.load(self.path)
+            else:
+                index = ProjectedIndex.load(self.path, vectors=self.store.rows)
+        except (OSError, RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            warnings.warn(f"rebuilding unreadable index {self.path}: {e}", stacklevel=4)
+            return None
+        if index.dim != self.dim or index.kind != kind:
+            return None
+        self._file = ident
+        return index
+
+    def _new_index(self, params: dict[str, Any]) -> Index:
+        from snoop_nb.index import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M, HNSWIndex
+        from snoop_nb.index.projected import (
+            DEFAULT_FIT_SAMPLE,
+            DEFAULT_MIN_FIT,
+            DEFAULT_PROJECT_DIM,
+            ProjectedIndex,
+        )
+
+        graph = {
+            "M": params.get("M", DEFAULT_M),
+            "ef_construction": params.get("ef_construction", DEFAULT_EF_CONSTRUCTION),
+            "ef": params.get("ef", DEFAULT_EF),
+        }
+        if params["kind"] == "hnsw":
+            return HNSWIndex(self.dim, **graph)
+        return ProjectedIndex(
+            self.dim,
+            project_dim=params.get("project_dim", DEFAULT_PROJECT_DIM),
+            min_fit=params.get("min_fit", DEFAULT_MIN_FIT),
+            fit_sample=params.get("fit_sample", DEFAULT_FIT_SAMPLE),
+            vectors=self.store.rows,
+            **graph,
+        )
+
+    # --- the exact index ----------------------------------------------------------------
+    def exact(self) -> Index:
+        """An exact index over the live vectors, kept until the items change (it converts the
+        vectors to float32 once, on its first search, when they fit its cache)."""
+        from snoop_nb.index import ExactIndex
+
+        held = self._exact
+        gen = self.catalog.generation()
+        if held is not None and held[0] == gen:
+            return held[1]
+        with self._lock:
+            held = self._exact
+            gen, ids = self.catalog.live()
+            if held is None or held[0] != gen:
+                vecs = self.store.view()
+                # no gaps: score the memory map in place; else gather the live rows
+                rows = vecs if ids.size == len(vecs) else np.asarray(vecs[ids])
+                held = self._exact = (gen, ExactIndex.from_arrays(ids, rows))
+            return held[1]
+
+
+def _identity(path: Path) -> tuple | None:
+    """What tells one saved file from the next (a save renames a new file over the old)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_dev, st.st_mtime_ns, st.st_size)
