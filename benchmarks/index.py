@@ -69,11 +69,10 @@ import gc
 import json
 import os
 import resource
-import sqlite3
 import sys
 import tempfile
 import time
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -273,37 +272,32 @@ def file_size(save) -> int:
 
 
 # --- collections ---------------------------------------------------------------------------
-def write_collection(root: Path, base: np.ndarray, index: dict, embedder: dict) -> None:
-    """``base`` as a collection on disk: one ``ok`` item per row, the given manifest entries."""
-    from snoop_nb.collection import FORMAT, FORMAT_VERSION, open_collection
+class _Described:
+    """Stands in for the embedder that made ``base``: a new collection needs only its
+    description (add_vectors never loads an embedder)."""
 
-    root.mkdir(parents=True)
-    np.ascontiguousarray(base, np.float16).tofile(root / "vectors.f16")
-    manifest = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "embedder": embedder,
-        "dim": base.shape[1],
-        "metric": "cosine",
-        "dtype": "float16",
-        "index": index,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    open_collection(root).close()  # creates the catalog's tables
-    now = time.time()
-    with closing(sqlite3.connect(root / "catalog.sqlite")) as db, db:
-        db.executemany(
-            "INSERT INTO items (id, path, uri, status, added) VALUES (?, ?, ?, 'ok', ?)",
-            (
-                (i, f"/synthetic/{i:08d}.png".encode(), f"/synthetic/{i:08d}.png", now)
-                for i in range(len(base))
-            ),
-        )
-        db.execute(
-            "INSERT OR REPLACE INTO state (key, value) VALUES ('rows', ?)", (str(len(base)),)
-        )
-        db.execute("INSERT OR REPLACE INTO state (key, value) VALUES ('generation', '1')")
+    def __init__(self, spec: dict, dim: int):
+        self.spec, self.id, self.dim = spec, spec["id"], dim
+
+    def describe(self) -> dict:
+        return dict(self.spec)
+
+
+def write_collection(root: Path, base: np.ndarray, index: dict, embedder: dict) -> None:
+    """``base`` as a collection on disk: one ``ok`` item per row, the given manifest entries,
+    written through ``Collection.add_vectors`` (the index is left to the benchmark to build)."""
+    from snoop_nb.collection import open_collection
+
+    with open_collection(
+        root, create=True, embedder=_Described(embedder, base.shape[1]), index_params=index
+    ) as col:
+        for start in range(0, len(base), 65536):
+            rows = range(start, min(start + 65536, len(base)))
+            col.add_vectors(
+                [f"/synthetic/{i:08d}.png" for i in rows],
+                base[rows.start : rows.stop],
+                update_index=False,
+            )
 
 
 def bench_collection(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -478,3 +479,78 @@ def test_projected_index_killed_at_any_write_of_a_save_loads_consistent(
     else:
         pytest.fail("the save never finished")
     assert kill_at == (3 if change == "same projection" else 5)
+
+
+# --- many threads, per-call breadth, scores held to [-1, 1] ----------------------------------
+@pytest.mark.parametrize("kind", ["hnsw", "projected"])
+def test_concurrent_searches_with_different_ef_each_get_their_own_breadth(data, kind):
+    base, queries = data
+    if kind == "hnsw":
+        idx = HNSWIndex(DIM, M=4, ef_construction=16, ef=50, threads=1)
+    else:
+        idx = projected(M=4, ef_construction=16, ef=50)
+    idx.add(np.arange(len(base)), base)
+    efs = (10, 40, 400)
+    reference = {ef: idx.search(queries, 10, ef=ef) for ef in efs}
+    # the breadths really give different answers (else this test could not fail)
+    assert not np.array_equal(reference[10][0], reference[400][0])
+    wrong: list[int] = []
+    start = threading.Barrier(len(efs))
+
+    def search(ef: int) -> None:
+        start.wait()
+        for _ in range(40):
+            ids, _ = idx.search(queries, 10, ef=ef)
+            if not np.array_equal(ids, reference[ef][0]):
+                wrong.append(ef)
+
+    threads = [threading.Thread(target=search, args=(ef,)) for ef in efs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+    assert idx.ef == 50  # the default breadth is untouched
+    assert np.array_equal(idx.search(queries, 10)[0], idx.search(queries, 10, ef=50)[0])
+
+
+def test_searches_while_another_thread_adds_and_removes_stay_consistent(data):
+    base, queries = data
+    idx = HNSWIndex(DIM, threads=1, capacity=16)  # adding resizes the graph, under the lock
+    idx.add(np.arange(500), base[:500])
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def search() -> None:
+        try:
+            while not done.is_set():
+                ids, _ = idx.search(queries[:20], 10, ef=64)
+                assert (ids >= 0).all() and (ids < len(base)).all()
+        except BaseException as e:
+            errors.append(e)
+
+    readers = [threading.Thread(target=search) for _ in range(2)]
+    for t in readers:
+        t.start()
+    for a in range(500, 4000, 500):
+        idx.add(np.arange(a, a + 500), base[a : a + 500])
+        idx.remove(np.arange(a - 500, a - 400))
+    done.set()
+    for t in readers:
+        t.join()
+    assert not errors, errors
+    assert len(idx) == 4000 - 7 * 100
+
+
+def test_scores_of_a_vector_with_itself_are_at_most_one(make_index):
+    # float16 rows are unit length only to about 1e-3: the raw dot product of a row with
+    # itself exceeds 1 for about half of them
+    rows = unit(np.random.default_rng(3).standard_normal((300, DIM))).astype(np.float16)
+    assert (np.linalg.norm(rows.astype(np.float64), axis=1) > 1).mean() > 0.2
+    idx = make_index()
+    idx.add(np.arange(300), rows.astype(np.float32))
+    ids, scores = idx.search(rows.astype(np.float32), 3)
+    assert (ids[:, 0] == np.arange(300)).all()
+    assert scores.max() <= 1.0 and scores[:, 0].min() > 0.999
+    ids, scores = idx.search(rows[:2].astype(np.float32), 400)  # padded: -inf kept
+    assert np.isneginf(scores[:, 300:]).all() and scores[:, :300].max() <= 1.0
