@@ -57,12 +57,18 @@ def test_add_indexes_every_good_file_and_records_bad_ones(col, tmp_path):
 
 def test_non_utf8_file_name_is_kept_exactly(col, tmp_path):
     good = make_good_images(tmp_path / "in")
-    col.add([good["non_utf8_name"]], progress=False)
-    (row,) = col._db.execute("SELECT path, uri FROM items").fetchall()
-    assert bytes(row[0]) == os.fsencode(good["non_utf8_name"])
-    assert row[1].endswith("caf\\xe9.jpg")
-    # searching by that item works and reports the readable name
-    assert col.search(item=col.ok_ids()[0], k=1).empty
+    col.add([good["non_utf8_name"], good["jpeg"]], progress=False)
+    rows = dict(col._db.execute("SELECT uri, path FROM items").fetchall())
+    (odd,) = [u for u in rows if u.endswith("caf\\xe9.jpg")]
+    assert bytes(rows[odd]) == os.fsencode(good["non_utf8_name"])
+    odd_id = int(col.items().set_index("uri").loc[odd, "id"])
+    other_id = int(col.items().set_index("uri").loc[str(good["jpeg"]), "id"])
+    # searching by the other item finds it, and reports its readable name; its path is exact
+    for exact in (True, False):
+        hit = col.search(item=other_id, k=1, exact=exact)
+        assert hit["id"].tolist() == [odd_id] and hit["uri"].tolist() == [odd]
+        assert col.search(item=odd_id, k=1, exact=exact)["id"].tolist() == [other_id]
+    assert col.paths([odd_id]) == {odd_id: good["non_utf8_name"]}
 
 
 def test_second_add_skips_unchanged_files_and_replaces_changed_ones(col, photo_set):
@@ -476,3 +482,181 @@ def test_feedback_ranking_through_the_projected_index_agrees_with_exact(pca_col)
     ids, _ = top_hnsw(pca_col, w, 0.25, 4, exclude=skip)
     assert ids.tolist() == top_exact(pca_col, w, 0.25, 4, exclude=skip)[0].tolist()
     assert pca_col.index.ef == 12  # the search breadth is given back
+
+
+# --- the same picture twice: scores never exceed 1 --------------------------------------------
+def test_the_same_picture_added_twice_scores_at_most_one(col, photo_set, tmp_path):
+    twin = tmp_path / "twins"
+    twin.mkdir()
+    for name in ("a.png", "b.png"):
+        shutil.copy(photo_set["camera"][1], twin / name)
+    col.add([twin, photo_set["chelsea"][0].parent], progress=False)
+    ids = col.items().set_index("uri")["id"]
+    a, b = int(ids[str(twin / "a.png")]), int(ids[str(twin / "b.png")])
+    assert np.array_equal(col.vectors_of([a]), col.vectors_of([b]))
+    for exact in (True, False):
+        hits = col.search(item=a, k=3, exact=exact)
+        assert hits["id"].iloc[0] == b and 0.999 < hits["score"].iloc[0] <= 1.0
+        by_vector = col.search(vector=col.vectors_of([a])[0], k=2, exact=exact)
+        assert set(by_vector["id"]) == {a, b} and by_vector["score"].max() <= 1.0
+
+
+# --- vectors computed elsewhere ---------------------------------------------------------------
+class Outside:
+    """A collection of vectors made elsewhere needs only its embedder's description."""
+
+    id, dim = "outside@0", 32
+
+    def describe(self) -> dict:
+        return {"id": self.id, "name": "outside", "dim": self.dim}
+
+
+@pytest.fixture
+def outside(tmp_path):
+    root = tmp_path / "outside"
+    open_collection(root, create=True, embedder=Outside()).close()
+    with open_collection(root) as c:  # no embedder given: loading "outside" would fail
+        yield c
+
+
+def test_add_vectors_stores_unit_float16_rows_and_indexes_them_without_an_embedder(
+    outside, tmp_path
+):
+    vecs = 3 * np.random.default_rng(0).standard_normal((50, 32))
+    meta = [
+        {"kind": "keyframe", "video": "v.mp4", "t_start": i / 2, "shot": i % 3} for i in range(50)
+    ]
+    ids = outside.add_vectors([tmp_path / f"f{i}.png" for i in range(50)], vecs, meta)
+    assert ids.tolist() == list(range(50)) and outside._embedder is None
+    stored = np.fromfile(outside.root / "vectors.f16", np.float16).reshape(-1, 32)
+    unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    assert np.allclose(stored, unit, atol=1e-3)
+    items = outside.items()
+    assert items["uri"].tolist() == [str(tmp_path / f"f{i}.png") for i in range(50)]
+    assert set(items["kind"]) == {"keyframe"} and set(items["video"]) == {"v.mp4"}
+    assert items["t_start"].tolist() == [i / 2 for i in range(50)]
+    assert items["shot"].tolist() == [i % 3 for i in range(50)]
+    assert outside.index.ids().tolist() == list(range(50))
+    assert (outside.root / "index.hnsw").exists()  # saved, as after add
+    for exact in (True, False):
+        assert outside.search(vector=vecs[7], k=1, exact=exact)["id"].tolist() == [7]
+    # a uri given again is replaced; URLs are kept as given
+    new = outside.add_vectors([tmp_path / "f7.png", "https://example.org/a.jpg"], vecs[[1, 2]])
+    assert new.tolist() == [50, 51] and outside.item(7)["status"] == "deleted"
+    assert outside.item(51)["uri"] == "https://example.org/a.jpg" and len(outside) == 51
+    assert outside.search(vector=vecs[7], k=51, exact=False)["id"].isin([7]).sum() == 0
+
+
+@pytest.mark.parametrize(
+    "uris, vectors, metadata, message",
+    [
+        (["a.png"], np.ones((1, 31)), None, "32 columns"),
+        (["a.png"], np.full((1, 32), np.nan), None, "NaN"),
+        (["a.png", "b.png"], np.array([np.ones(32), np.zeros(32)]), None, "all zeros"),
+        (["a.png", "a.png"], np.ones((2, 32)), None, "given twice"),
+        (["a.png", "b.png"], np.ones((1, 32)), None, "2 uris but 1 vectors"),
+        (["a.png"], np.ones((1, 32)), [{}, {}], "metadata"),
+    ],
+)
+def test_add_vectors_refuses_bad_input_and_writes_nothing(
+    outside, uris, vectors, metadata, message
+):
+    with pytest.raises(UsageError, match=message):
+        outside.add_vectors(uris, vectors, metadata)
+    assert outside.rows == 0 and (outside.root / "vectors.f16").stat().st_size == 0
+
+
+def test_add_vectors_while_another_writer_works_is_a_clear_error(outside):
+    from snoop_nb.store.lock import writer_lock
+
+    with writer_lock(outside.root), pytest.raises(CollectionError, match="another process"):
+        outside.add_vectors(["a.png"], np.ones((1, 32)))
+    assert outside.rows == 0
+    assert outside.add_vectors(["a.png"], np.ones((1, 32))).tolist() == [0]
+
+
+def test_ids_under_finds_files_and_folders_by_exact_path(outside):
+    paths = ["/p/a/x.png", "/p/a/sub/y.png", "/p/ab/z.png", b"/p/caf\xe9.png", "/q/w.png"]
+    outside.add_vectors(paths, np.eye(5, 32) + 0.1)
+    assert outside.ids_under(["/p/a"]).tolist() == [0, 1]
+    assert outside.ids_under(["/p/a/"]).tolist() == [0, 1]
+    assert outside.ids_under(["/p/ab/z.png", "/q"]).tolist() == [2, 4]
+    assert outside.ids_under([b"/p/caf\xe9.png"]).tolist() == [3]
+    assert outside.ids_under([os.fsdecode(b"/p/caf\xe9.png")]).tolist() == [3]
+    assert outside.ids_under(["/p"]).tolist() == [0, 1, 2, 3]
+    assert outside.ids_under(["/p/a/x", "/p/ca", "/nowhere"]).size == 0
+    outside.remove([0])
+    assert outside.ids_under(["/p/a"]).tolist() == [1]
+
+
+# --- files that failed are tried again --------------------------------------------------------
+def test_a_file_that_failed_is_tried_again_on_the_next_run(col, photo_set):
+    folder = photo_set["rocket"][0].parent  # five 96x96 pictures
+    first = col.add([folder], progress=False, max_pixels=5000)
+    assert (first.added, first.retried, len(first.errors)) == (0, 0, 5)
+    assert len(col.errors()) == 5 and len(col) == 0
+    again = col.add([folder], progress=False)  # the default limit lets them in
+    assert (again.added, again.retried, again.replaced, again.skipped) == (5, 5, 0, 0)
+    assert again.errors == [] and col.errors() == [] and len(col) == 5
+    assert "5 retried" in str(again)
+    assert col.index.ids().tolist() == col.ok_ids().tolist()
+    assert col.add([folder], progress=False).retried == 0  # now unchanged: skipped
+
+
+def test_a_file_that_fails_again_keeps_one_catalog_row(col, tmp_path):
+    bad = make_bad_images(tmp_path / "bad")
+    col.add([tmp_path / "bad"], progress=False)
+    errors, rows = col.errors(), col.rows
+    assert len(errors) == len(BAD_IMAGE_REASONS)
+    again = col.add([tmp_path / "bad"], progress=False)
+    assert again.retried == len(errors) and len(again.errors) == len(errors)
+    assert col.errors() == errors and col.rows == rows  # no new rows, no duplicates
+    assert str(bad[next(iter(BAD_IMAGE_REASONS))]) in {e["uri"] for e in col.errors()}
+
+
+# --- creating a collection never wipes people's work ------------------------------------------
+def snapshot(root) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(root.iterdir())}
+
+
+@pytest.mark.parametrize(
+    "lost",
+    [
+        ("manifest.json",),
+        ("manifest.json", "index.hnsw", "index.hnsw.json"),
+        ("manifest.json", "index.hnsw", "index.hnsw.json", "vectors.f16"),
+    ],
+)
+def test_a_catalog_with_labels_but_no_manifest_is_refused_and_left_as_it_is(
+    tmp_path, tiny_embedder, photo_set, lost
+):
+    root = tmp_path / "c"
+    with open_collection(root, create=True, embedder=tiny_embedder) as col:
+        col.add([photo_set["rocket"][0].parent], progress=False)
+        col.kb.user_id("alice")
+        col.kb.create_class("alice", "rockets")
+        col.kb.label("alice", "rockets", [0, 1], 1)
+    for name in lost:
+        (root / name).unlink()
+    before = snapshot(root)
+    with pytest.raises(CollectionError, match=r"no manifest\.json") as refused:
+        open_collection(root, create=True, embedder=tiny_embedder)
+    assert "left as it is" in str(refused.value)
+    with pytest.raises(CollectionError, match=r"no manifest\.json"):
+        open_collection(root)
+    assert snapshot(root) == before
+
+
+def test_a_half_made_collection_is_made_afresh(tmp_path, tiny_embedder):
+    from snoop_nb.store.catalog import connect
+
+    root = tmp_path / "c"
+    root.mkdir()
+    connect(root / "catalog.sqlite").close()  # killed before its manifest was written
+    (root / "vectors.f16").write_bytes(b"\x01" * 64 * 3)  # and an uncommitted batch
+    (root / ".manifest.json.x1y2.tmp").write_text("{")
+    with open_collection(root, create=True, embedder=tiny_embedder) as col:
+        assert len(col) == 0 and col.rows == 0
+    assert (root / "vectors.f16").stat().st_size == 0
+    assert not (root / ".manifest.json.x1y2.tmp").exists()
+    assert json.loads((root / "manifest.json").read_text())["embedder"]["id"] == tiny_embedder.id

@@ -39,6 +39,7 @@ def test_text_query_finds_the_photographs_it_names(default_col, text, photo):
     assert (hits["photo"] == photo).sum() >= 4, hits[["photo", "score"]]
 
 
+@pytest.mark.slow  # two subprocesses load the model: 15 s
 def test_cli_with_the_default_model_indexes_and_searches_by_text(tmp_path, photo_set):
     col = tmp_path / "c"
     run = [sys.executable, "-m", "snoop_nb.cli"]

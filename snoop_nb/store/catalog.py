@@ -90,25 +90,39 @@ def connect(path: Path, *, schema: bool = True) -> sqlite3.Connection:
 
 def work_in(path: Path) -> dict[str, int]:
     """Rows of people's work in a catalog file, by table (items and knowledge-base tables; the
-    bookkeeping ``state`` table is not work). Read-only: the file is left as it is.
+    bookkeeping ``state`` table is not work).
 
-    Raises :class:`CollectionError` when the file is not a readable SQLite database.
+    The file is left exactly as it is: even a read-only SQLite connection makes ``-wal`` and
+    ``-shm`` files beside a WAL database, so a copy (with its write-ahead log, which may hold
+    committed labels) is read instead. Raises :class:`CollectionError` when it is not a
+    readable SQLite database.
     """
-    try:
-        db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=30.0)
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="snoop-check-") as tmp:
+        copy = Path(tmp) / path.name
         try:
-            tables = [
-                r[0]
-                for r in db.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' "
-                    "AND name NOT LIKE 'sqlite_%' AND name != 'state'"
-                )
-            ]
-            counts = {t: db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
-        finally:
-            db.close()
-    except sqlite3.Error as e:
-        raise CollectionError(f"{path} cannot be read as a catalog ({e})") from e
+            shutil.copyfile(path, copy)
+            wal = path.with_name(path.name + "-wal")
+            if wal.exists():
+                shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+            db = sqlite3.connect(copy, timeout=30.0)
+            try:
+                tables = [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT name FROM sqlite_master WHERE type = 'table' "
+                        "AND name NOT LIKE 'sqlite_%' AND name != 'state'"
+                    )
+                ]
+                counts = {
+                    t: db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables
+                }
+            finally:
+                db.close()
+        except (OSError, sqlite3.Error) as e:
+            raise CollectionError(f"{path} cannot be read as a catalog ({e})") from e
     return {t: n for t, n in counts.items() if n}
 
 
