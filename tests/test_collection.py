@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -660,3 +661,41 @@ def test_a_half_made_collection_is_made_afresh(tmp_path, tiny_embedder):
     assert (root / "vectors.f16").stat().st_size == 0
     assert not (root / ".manifest.json.x1y2.tmp").exists()
     assert json.loads((root / "manifest.json").read_text())["embedder"]["id"] == tiny_embedder.id
+
+
+# --- imports go one way -----------------------------------------------------------------------
+def run_time_imports(path) -> set[str]:
+    """The snoop_nb modules a file imports when it runs (``if TYPE_CHECKING:`` blocks left out)."""
+    import ast
+
+    found: set[str] = set()
+
+    def visit(node) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return {m for m in found if m.startswith("snoop_nb")}
+
+
+def test_search_learn_and_the_store_never_import_the_collection_facade():
+    import snoop_nb
+
+    pkg = Path(snoop_nb.__file__).parent
+    callers = [pkg / "search.py", *sorted((pkg / "learn").glob("*.py"))]
+    store = sorted((pkg / "store").glob("*.py"))
+    assert len(store) >= 6
+    for path in callers + store:
+        assert not {m for m in run_time_imports(path) if m.startswith("snoop_nb.collection")}, path
+    for path in store:
+        above = ("snoop_nb.search", "snoop_nb.learn", "snoop_nb.ui", "snoop_nb.kb")
+        assert not {m for m in run_time_imports(path) if m.startswith(above)}, path

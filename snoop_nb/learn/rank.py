@@ -87,15 +87,8 @@ def top_hnsw(
     norm = float(np.linalg.norm(w))
     n_exclude = 0 if exclude is None else len(exclude)
     want = candidates or max(4 * k, 200) + n_exclude
-    index = col.index
-    old_ef = getattr(index, "ef", None)
-    if old_ef is not None and old_ef < want:
-        index.ef = want
-    try:
-        cand, _ = index.search((w / (norm or 1.0))[None, :], want)
-    finally:
-        if old_ef is not None:
-            index.ef = old_ef
+    # the search widens its breadth to ``want`` for this call only (safe beside other threads)
+    cand, _ = col.index.search((w / (norm or 1.0))[None, :], want)
     cand = cand[0][cand[0] >= 0]
     if exclude is not None and len(exclude):
         cand = cand[~np.isin(cand, exclude)]

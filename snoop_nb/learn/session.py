@@ -252,8 +252,7 @@ class FeedbackSession:
 
         ``exact=None`` scores exactly below ``EXACT_SEARCH_BELOW`` items, through HNSW above.
         """
-        from snoop_nb.collection import EXACT_SEARCH_BELOW
-        from snoop_nb.search import results_frame
+        from snoop_nb.search import EXACT_SEARCH_BELOW, results_frame
 
         w, b = self._direction()
         exclude = np.concatenate(self._labelled()) if unlabelled_only else None
@@ -359,6 +358,6 @@ class FeedbackSession:
 
 
 def _big() -> int:
-    from snoop_nb.collection import EXACT_SEARCH_BELOW
+    from snoop_nb.search import EXACT_SEARCH_BELOW
 
     return EXACT_SEARCH_BELOW
