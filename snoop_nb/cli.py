@@ -135,7 +135,34 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="N",
-        help="kernels kept ready, model loaded, for the next visitors (0: none; default 1)",
+        help="kernels kept ready, collection open, for the next visitors (0: none; default 1)",
+    )
+    db.add_argument(
+        "--ip",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1, this machine only; any other, e.g. "
+        "0.0.0.0 for a class, requires a token)",
+    )
+    db.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="visitors must open the address with ?token=TOKEN (or type it in); generated "
+        "and printed when --ip is not 127.0.0.1 and none is given",
+    )
+    db.add_argument(
+        "--cull-after",
+        type=int,
+        default=120,
+        metavar="SECONDS",
+        help="shut a visitor's kernel down this long after they left (0: never; default 120)",
+    )
+    db.add_argument(
+        "--max-kernels",
+        type=int,
+        default=40,
+        metavar="N",
+        help="most visitors at once, one kernel each; others get a 'full' page (0: no "
+        "limit; default 40)",
     )
     return p
 
@@ -463,9 +490,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from snoop_nb.ui.dashboard import serve
 
-    if args.preheat < 0:
-        raise UsageError("--preheat must be 0 or more")
-    return serve(args.collection, port=args.port, user=args.user, preheat=args.preheat)
+    for name in ("preheat", "cull_after", "max_kernels"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be 0 or more")
+    return serve(
+        args.collection,
+        port=args.port,
+        user=args.user,
+        preheat=args.preheat,
+        ip=args.ip,
+        token=args.token,
+        cull_after=args.cull_after,
+        max_kernels=args.max_kernels,
+    )
 
 
 def _session(col, user: str, class_name: str, *, own: bool = False, to: str = "change it"):
