@@ -699,3 +699,13 @@ def test_search_learn_and_the_store_never_import_the_collection_facade():
     for path in store:
         above = ("snoop_nb.search", "snoop_nb.learn", "snoop_nb.ui", "snoop_nb.kb")
         assert not {m for m in run_time_imports(path) if m.startswith(above)}, path
+
+
+def test_adding_nothing_new_loads_no_model(tmp_path, tiny_clip, photo_set):
+    root = tmp_path / "c"
+    model = {"model": tiny_clip["model"], "pretrained": tiny_clip["pretrained"]}
+    with open_collection(root, create=True, **model) as col:
+        col.add([photo_set["rocket"][0].parent], progress=False)
+    with open_collection(root) as col:
+        report = col.add([photo_set["rocket"][0].parent], progress=False)
+        assert (report.skipped, report.added) == (5, 0) and col._embedder is None

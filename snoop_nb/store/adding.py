@@ -97,12 +97,19 @@ class Adder:
         with writer_lock(self.root):
             self.store.trim(self.catalog.rows())
             todo, stats, old = self._plan(discover_images(paths), report)
-            emb = embedder()
+            batches: Iterable = ()
+            if todo:  # nothing new: no model to load
+                batches = embed_stream(
+                    embedder(),
+                    todo,
+                    batch_size=batch_size,
+                    workers=workers,
+                    progress=progress,
+                    **extra,
+                )
             last_save = time.monotonic()
             with self.store.open_for_append() as vec_file:
-                for batch in embed_stream(
-                    emb, todo, batch_size=batch_size, workers=workers, progress=progress, **extra
-                ):
+                for batch in batches:
                     self._commit_batch(vec_file, todo, stats, batch, old, meta, report)
                     if update_index and time.monotonic() - last_save > INDEX_SAVE_EVERY:
                         self.keeper.sync(save=True)
