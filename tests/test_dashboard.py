@@ -14,6 +14,10 @@ from dashboard import (
     click_tile,
     copy_demo_collection,
     dashboard,
+    kernel_id_in,
+    kernel_pid,
+    maps_library,
+    memory_mb,
     new_page,
     open_app,
     search_text,
@@ -208,12 +212,53 @@ def test_dashboard_serves_no_file_of_the_collection(served, path):
     assert b"SQLite format" not in body
 
 
+def notebook_source_lines() -> list[str]:
+    """Every non-empty line of the dashboard notebook's code cells, as the server has them."""
+    import json
+
+    from snoop_nb.ui.dashboard import dashboard_notebook
+
+    cells = json.loads(dashboard_notebook().read_text())["cells"]
+    lines = [
+        line.strip()
+        for cell in cells
+        if cell["cell_type"] == "code"
+        for line in "".join(cell["source"]).splitlines()
+        if len(line.strip()) > 8
+    ]
+    assert lines, "the dashboard notebook has no code?"
+    return lines
+
+
 def test_dashboard_page_carries_no_source_code(served):
+    import html as html_lib
+
     url, _ = served
     with urllib.request.urlopen(url + "?user=fred", timeout=120) as r:
         html = r.read().decode()
     assert "snoop-app" in html or "jupyter-widgets" in html  # the page itself was served
-    assert "SNOOP_COLLECTION" not in html and "from snoop_nb.ui import App" not in html
+    lines = notebook_source_lines()
+    assert "dashboard_app()" in lines  # the check looks for what the notebook really says
+    for line in lines:
+        assert line not in html and html_lib.escape(line) not in html, line
+
+
+def test_kernel_after_first_render_is_small_and_never_imported_torch(browser, served):
+    url, _ = served
+    page = new_page(browser)
+    open_app(page, url + "?user=ivy")
+    choose_class(page, "small")
+    for i in tile_ids(page)[:3]:
+        assert click_tile(page, i)["label"] == "1"
+    pid = kernel_pid(kernel_id_in(page.content()))
+    assert pid is not None
+    mem = memory_mb(pid)
+    print(f"kernel after first render and 3 labels: {mem}")
+    assert mem["pss"] < 500, mem
+    # the default path (browse, label) loads no model: no PyTorch, no scikit-learn there
+    for library in ("libtorch_cpu", "/sklearn/", "/onnxruntime/"):
+        assert not maps_library(pid, library), f"{library} is loaded in the kernel"
+    page.context.close()
 
 
 def kernels_of(col_dir: Path) -> list[int]:
