@@ -219,9 +219,12 @@ class Collection:
         return self._kb
 
     def session(self, user: str, class_name: str, **options: Any):
-        """A relevance-feedback session on ``user``'s class ``class_name`` (created if new).
+        """A relevance-feedback session on ``user``'s class ``class_name``, created if new;
+        with ``create=False`` only an existing class opens (``"owner/name"``: someone's shared
+        class, read-only), else :class:`~snoop_nb.errors.UsageError` lists the names there are.
 
         >>> s = col.session("alice", "lighthouses")   # doctest: +SKIP
+        >>> col.session("bob", "alice/lighthouses", create=False).rank(20)  # doctest: +SKIP
         """
         from snoop_nb.learn import FeedbackSession
 
