@@ -31,7 +31,8 @@ from snoop_nb.cli import main as snoop
 from snoop_nb.ui.dashboard import voila_config
 from snoop_nb.ui.server import FULL_PAGE, read_v1_header
 
-STATIC = "voila/templates/lab/static/index.css"  # a file every Voila serves: is the server answering?
+#: A file every Voila serves: is the server answering?
+STATIC = "voila/templates/lab/static/index.css"
 
 
 @pytest.fixture
