@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    ix = sub.add_parser("index", help="add the images under PATH... to a collection")
-    ix.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    ix = sub.add_parser("index", help="add the images and videos under PATH... to a collection")
+    ix.add_argument("paths", nargs="+", metavar="PATH", help="image or video files, or folders")
     ix.add_argument("--collection", required=True, metavar="DIR")
     ix.add_argument(
         "--model",
@@ -57,6 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=MAX_PIXELS,
         metavar="N",
         help="refuse images of more pixels than this (default 1,000,000,000: one gigapixel)",
+    )
+    ix.add_argument(
+        "--metadata",
+        default=None,
+        metavar="FILE.csv",
+        help="a CSV sidecar: its 'file' column names each video (relative to the CSV's folder, "
+        "or absolute); its other columns (channel, date, title, ...) become metadata",
+    )
+    ix.add_argument(
+        "--keyframe-every",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="one keyframe per shot, and one more per S seconds of a long shot (default 10)",
+    )
+    ix.add_argument(
+        "--detector",
+        default="transnetv2",
+        choices=["transnetv2", "adaptive", "interval"],
+        help="video shot detector (default transnetv2; adaptive is faster)",
     )
     ix.add_argument("--quiet", action="store_true", help="no progress bar")
     ix.add_argument("--json", action="store_true", help="print the run's report as JSON")
@@ -192,6 +212,17 @@ def _probability(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    """A positive number of seconds (an argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of seconds")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -214,6 +245,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     missing = [p for p in args.paths if not os.path.lexists(p)]
     if missing:
         raise UsageError(f"{missing[0]}: no such file or directory")
+    if args.metadata is not None and not Path(args.metadata).is_file():
+        raise UsageError(f"--metadata {args.metadata}: no such file")
     col = open_collection(
         args.collection,
         create=True,
@@ -228,7 +261,11 @@ def cmd_index(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=False if args.quiet else None,
             max_pixels=args.max_pixels,
+            metadata=args.metadata,
+            keyframe_every=args.keyframe_every,
+            detector=args.detector,
         )
+        summary = col.info()
         if args.json:
             out = {
                 "collection": str(col.root),
@@ -239,13 +276,25 @@ def cmd_index(args: argparse.Namespace) -> int:
                 "errors": [{"uri": u, "reason": r} for u, r in report.errors],
                 "items": len(col),
                 "retried": report.retried,  # files that had failed before, tried again
+                "videos": report.videos,  # videos analysed by this run (new or replaced)
+                "keyframes": report.keyframes,
+                "hours": round(report.hours, 4),  # of video analysed by this run
+                "metadata_updated": report.metadata_updated,
+                "warnings": [{"uri": u, "message": m} for u, m in report.warnings],
+                "collection_videos": summary["videos"],
+                "collection_hours": summary["hours"],
                 "seconds": round(report.seconds, 3),
             }
             _print_json(out)
         else:
-            _print(f"{col.root}: {report}; {len(col)} items in all")
+            held = ""
+            if summary["videos"]:
+                held = f" ({summary['videos']} videos, {summary['hours']:.2f} h)"
+            _print(f"{col.root}: {report}; {len(col)} items in all{held}")
             for uri, reason in report.errors:
                 _print(f"  skipped {uri}: {reason}", file=sys.stderr)
+            for uri, message in report.warnings:
+                _print(f"  warning: {uri}: {message}", file=sys.stderr)
     return 0
 
 

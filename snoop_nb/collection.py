@@ -1,13 +1,19 @@
-"""A collection on disk: catalog, vectors and index of a set of pictures.
+"""A collection on disk: catalog, vectors and index of a set of pictures and videos.
 
 One directory, self-describing and safe to copy::
 
     manifest.json    format version, embedder (id, name, weights digest), dimension, metric,
                      index kind and parameters
-    catalog.sqlite   items (id, uri, kind, size, digest, status, error, metadata...), WAL mode
+    catalog.sqlite   items (id, uri, kind, size, digest, status, error, metadata...), WAL mode;
+                     videos (uri, duration, fps, size, codec, shots, sidecar fields...)
     vectors.f16      L2-normalised float16 rows; row i is item id i
     index.hnsw       hnswlib graph (+ index.hnsw.json: deleted ids, projection id)
     index.hnsw.npz   "hnsw-pca" only: the PCA projection and the indexed ids (no vectors)
+    keyframes/       <item id>.jpg: a thumbnail of each video keyframe (a cache, best effort)
+
+A video's keyframes are items of ``kind`` ``'keyframe'`` (uri ``<video>#t=<seconds>``, with
+``video``, ``t_start``/``t_end`` (its shot's bounds) and ``t``, ``shot``, ``video_id`` and the
+sidecar's fields in their metadata): they are searched, labelled and exported like pictures.
 
 The manifest's ``index.kind`` names the index. ``hnsw-pca``, the default above 256 dimensions,
 is a graph over a PCA projection of the vectors (``project_dim``, fitted once ``min_fit`` items
@@ -63,6 +69,7 @@ from snoop_nb.store.layout import (
 from snoop_nb.store.lock import writer_lock
 from snoop_nb.store.upkeep import IndexKeeper
 from snoop_nb.store.vectors import VectorStore
+from snoop_nb.store.videos import Videos
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -115,6 +122,7 @@ class Collection:
         self._store = VectorStore(root / "vectors.f16", int(manifest["dim"]), self._catalog.rows)
         self._keeper = IndexKeeper(root, manifest, self._catalog, self._store)
         self._adder = Adder(root, self._catalog, self._store, self._keeper)
+        self._videos = Videos(self._catalog)
 
     # --- basic facts --------------------------------------------------------------------
     @property
@@ -249,13 +257,47 @@ class Collection:
         """The files that could not be read: ``[{"uri": ..., "reason": ...}]``."""
         return self._catalog.errors()
 
+    def videos(self, *, status: str | None = "ok") -> pd.DataFrame:
+        """One row per video (``status=None``: failed and removed ones too): id, uri, duration
+        (s), fps, width, height, codec, audio, rotation, detector, shots and keyframes (counts),
+        size, status, error, warning, added, and the sidecar's fields as extra columns.
+
+        >>> col.videos()[["uri", "duration", "channel", "date"]]   # doctest: +SKIP
+        """
+        return self._videos.frame(status=status)
+
+    def shots(self, video: int | str | os.PathLike) -> list[dict[str, Any]]:
+        """The shots of ``video`` (its id, uri or path, or one of its keyframes' uri), in time
+        order: ``{"index", "start", "end", "keyframes": [t, ...], "ids": [item ids]}``."""
+        return self._videos.shots(video)
+
+    def video_path(self, video: int | str | os.PathLike) -> Path:
+        """The file of ``video`` (its id, uri or path, or one of its keyframes' uri)."""
+        return self._videos.path(video)
+
+    def remove_video(self, video: int | str | os.PathLike) -> int:
+        """Remove a video and all its keyframes (the next add of its file analyses it again).
+        Returns how many keyframes were removed."""
+        with writer_lock(self.root):
+            ids = self._videos.remove(video)
+            self._keeper.sync(save=True)
+        return len(ids)
+
     def info(self) -> dict[str, Any]:
         """A summary: counts, errors, model, dimension, index (what ``snoop info`` prints)."""
         emb = self.manifest["embedder"]
         files = [self.root / name for name in ("index.hnsw", "index.hnsw.npz")]
+        videos, hours = self._videos.totals()
         return {
             "path": str(self.root),
             "items": len(self),
+            "videos": videos,
+            "hours": round(hours, 4),
+            "keyframes": int(
+                self._db.execute(
+                    "SELECT count(*) FROM items WHERE status = 'ok' AND kind = 'keyframe'"
+                ).fetchone()[0]
+            ),
             "errors": self.errors(),
             "model": emb.get("name"),
             "embedder": emb.get("id"),
@@ -286,13 +328,26 @@ class Collection:
         meta: Callable[[Path], dict[str, Any]] | None = None,
         update_index: bool = True,
         max_pixels: int | None = None,
+        metadata: str | os.PathLike | None = None,
+        keyframe_every: float = 10.0,
+        detector: str = "transnetv2",
     ) -> AddReport:
-        """Add the pictures found under ``paths``; files already here and unchanged are skipped.
+        """Add the pictures and videos found under ``paths``; files already here and unchanged
+        are skipped.
 
         Bad files are recorded (see :meth:`errors`) and never stop the run; a file that failed
-        before is tried again (``report.retried``). ``meta(path)`` may give each new item
+        before is tried again (``report.retried``). ``meta(path)`` may give each new picture
         metadata (e.g. labels from folder names). ``max_pixels`` refuses larger pictures (the
         decoder's default otherwise). Safe to interrupt: run it again to finish.
+
+        A video is cut into shots by ``detector`` (``"transnetv2"``, ``"adaptive"`` or
+        ``"interval"``), with a keyframe per shot and one more per ``keyframe_every`` seconds
+        of a long shot, each an item; a changed video replaces all its keyframes. ``metadata``
+        is a CSV sidecar: its ``file`` column names each video (relative to the CSV's folder,
+        or absolute), its other columns (``channel``, ``date``, ``title``, ...) become the
+        video's and its keyframes' metadata, kept up to date on each run that gives it.
+
+        >>> col.add(["archive/"], metadata="archive/videos.csv", detector="adaptive")  # doctest: +SKIP
         """
         return self._adder.add_files(
             paths,
@@ -303,6 +358,9 @@ class Collection:
             meta=meta,
             update_index=update_index,
             max_pixels=max_pixels,
+            metadata=metadata,
+            keyframe_every=keyframe_every,
+            detector=detector,
         )
 
     def add_vectors(

@@ -1,4 +1,4 @@
-"""Find the image files under folders, in a stable order, each once.
+"""Find the image (and video) files under folders, in a stable order, each once.
 
 The order is the same on every run (arguments in the order given, each folder walked depth first
 with its entries sorted by name), so that an interrupted indexing run can resume and two runs over
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from snoop_nb.errors import UsageError
@@ -31,6 +31,22 @@ def is_image_name(name: str | os.PathLike[str]) -> bool:
     return os.path.splitext(os.fspath(name))[1].lower() in IMAGE_EXTENSIONS
 
 
+# TEMP until snoop_nb.media.video lands (its VIDEO_EXTENSIONS is the one list)
+_VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts"}
+)
+
+
+def is_video_name(name: str | os.PathLike[str]) -> bool:
+    """True if the name ends with a video extension, in any case (``CLIP.MP4``)."""
+    return os.path.splitext(os.fspath(name))[1].lower() in _VIDEO_EXTENSIONS
+
+
+def is_media_name(name: str | os.PathLike[str]) -> bool:
+    """True for an image or a video name."""
+    return is_image_name(name) or is_video_name(name)
+
+
 def discover_images(
     paths: Iterable[str | os.PathLike[str]], *, include_hidden: bool = False
 ) -> Iterator[Path]:
@@ -48,20 +64,38 @@ def discover_images(
     >>> list(discover_images(["photos"]))  # doctest: +SKIP
     [PosixPath('photos/2019/beach.jpg'), PosixPath('photos/cat.png')]
     """
+    return _discover(_roots(paths), include_hidden, is_image_name)
+
+
+def discover_media(
+    paths: Iterable[str | os.PathLike[str]], *, include_hidden: bool = False
+) -> Iterator[Path]:
+    """Yield the image and video files under ``paths``, as :func:`discover_images` does for
+    images alone (same order, rules and errors); tell them apart with :func:`is_video_name`.
+
+    >>> [p.name for p in discover_media(["archive"])]  # doctest: +SKIP
+    ['news-1984-05-01.mp4', 'poster.jpg']
+    """
+    return _discover(_roots(paths), include_hidden, is_media_name)
+
+
+def _roots(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     roots = [Path(p) for p in paths]
     for root in roots:
         if not os.path.lexists(root):
             raise UsageError(f"{root}: no such file or directory")
-    return _discover(roots, include_hidden)
+    return roots
 
 
-def _discover(roots: list[Path], include_hidden: bool) -> Iterator[Path]:
+def _discover(
+    roots: list[Path], include_hidden: bool, wanted: Callable[[str], bool]
+) -> Iterator[Path]:
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[_Key] = set()
     for root in roots:
         if root.is_dir():
-            yield from _walk(root, include_hidden, seen_dirs, seen_files)
-        elif is_image_name(root.name) and _first_visit(root, None, seen_files):
+            yield from _walk(root, include_hidden, seen_dirs, seen_files, wanted)
+        elif wanted(root.name) and _first_visit(root, None, seen_files):
             yield root
 
 
@@ -70,6 +104,7 @@ def _walk(
     include_hidden: bool,
     seen_dirs: set[tuple[int, int]],
     seen_files: set[_Key],
+    wanted: Callable[[str], bool],
 ) -> Iterator[Path]:
     """Depth-first walk with an explicit stack, so that deep trees cannot hit the recursion limit."""
     try:
@@ -98,7 +133,7 @@ def _walk(
                 continue
             seen_dirs.add((st.st_dev, st.st_ino))
             stack.append(iter(_sorted_entries(entry.path)))
-        elif is_image_name(entry.name) and _first_visit(Path(entry.path), entry, seen_files):
+        elif wanted(entry.name) and _first_visit(Path(entry.path), entry, seen_files):
             yield Path(entry.path)
 
 

@@ -1,7 +1,8 @@
 """The catalog: one SQLite file (WAL mode) holding a row per item and a little state.
 
 ``items`` has one row per file ever seen (ids are vector rows, so a replaced or removed item keeps
-its row, marked ``deleted``); ``state`` holds ``rows`` (the vector rows the catalog vouches for)
+its row, marked ``deleted``); a video's keyframes are items too (``kind = 'keyframe'``), and
+``videos`` has a row per video file (see :mod:`snoop_nb.store.videos`); ``state`` holds ``rows`` (the vector rows the catalog vouches for)
 and ``generation`` (bumped by every change to the items, by any process: readers compare it to
 know whether what they hold is current). The knowledge base keeps its tables in the same file.
 
@@ -48,6 +49,28 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE UNIQUE INDEX IF NOT EXISTS items_live_path ON items(path) WHERE status != 'deleted';
 CREATE INDEX IF NOT EXISTS items_status ON items(status);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS videos (
+    id       INTEGER PRIMARY KEY,
+    path     BLOB NOT NULL,           -- the video file's exact path bytes
+    uri      TEXT NOT NULL,           -- the same path, readable
+    size     INTEGER,
+    mtime_ns INTEGER,
+    duration REAL,                    -- seconds
+    fps      REAL,
+    width    INTEGER,                 -- as displayed (rotation applied)
+    height   INTEGER,
+    codec    TEXT,
+    audio    INTEGER,
+    rotation INTEGER,
+    detector TEXT,                    -- the shot detector that ran
+    shots    TEXT,                    -- JSON list of {start, end, keyframes}
+    status   TEXT NOT NULL CHECK (status IN ('ok', 'error', 'deleted')),
+    error    TEXT,
+    warning  TEXT,                    -- e.g. a truncated file's "decoded up to ..."
+    meta     TEXT,                    -- JSON object: sidecar fields (channel, date, title, ...)
+    added    REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS videos_live_path ON videos(path) WHERE status != 'deleted';
 """
 
 #: The columns an item row is inserted with, in order (see :meth:`Catalog.commit`).
@@ -241,9 +264,13 @@ class Catalog:
         return {int(i): Path(os.fsdecode(bytes(p))) for i, p in rows}
 
     def errors(self) -> list[dict[str, str]]:
-        """The files that could not be read: ``[{"uri": ..., "reason": ...}]``."""
+        """The files that could not be read: ``[{"uri": ..., "reason": ...}]`` (pictures, then
+        videos)."""
         rows = self.db.execute(
             "SELECT uri, error FROM items WHERE status = 'error' ORDER BY id"
+        ).fetchall()
+        rows += self.db.execute(
+            "SELECT uri, error FROM videos WHERE status = 'error' ORDER BY id"
         ).fetchall()
         return [{"uri": u, "reason": e} for u, e in rows]
 
@@ -258,16 +285,19 @@ class Catalog:
 
     def ids_under(self, paths: Iterable[str | bytes | os.PathLike]) -> np.ndarray:
         """Sorted ids of the live items whose file is one of ``paths`` or lies under one of them
-        (compared as exact path bytes, as the catalog holds them: give absolute paths)."""
+        (compared as exact path bytes, as the catalog holds them: give absolute paths); a
+        video's path gives its keyframes."""
         found: set[int] = set()
         for p in paths:
             key = os.fsencode(p)
             if len(key) > 1:
                 key = key.rstrip(b"/") or b"/"
             prefix = key if key.endswith(b"/") else key + b"/"
+            moment = key + b"#t="  # a video's keyframes (snoop_nb.store.videos.keyframe_key)
             rows = self.db.execute(
-                "SELECT id FROM items WHERE status = 'ok' AND (path = ? OR substr(path, 1, ?) = ?)",
-                (key, len(prefix), prefix),
+                "SELECT id FROM items WHERE status = 'ok' AND (path = ? OR substr(path, 1, ?) = ? "
+                "OR substr(path, 1, ?) = ?)",
+                (key, len(prefix), prefix, len(moment), moment),
             )
             found.update(r[0] for r in rows)
         return np.array(sorted(found), dtype=np.int64)
