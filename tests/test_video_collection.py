@@ -152,9 +152,10 @@ def test_a_mixed_folder_gives_pictures_and_keyframe_items_of_each_shot(col, tmp_
     assert again.videos == 1 and again.skipped == 3  # a removed video is analysed again
 
 
-def test_long_shots_get_a_keyframe_every_so_many_seconds(col, tmp_path):
+def test_long_shots_get_a_keyframe_every_so_many_seconds(col, tmp_path, capsys):
     video = write_video(tmp_path / "long.mp4", ("coffee",), seconds=6.0)
-    col.add([video], keyframe_every=2.0, **FAST)
+    col.add([video], keyframe_every=2.0, detector="adaptive", progress=True)
+    assert "0.00/0.00 h" in capsys.readouterr().err  # progress in hours of video
     (shot,) = col.shots(video)
     assert len(shot["keyframes"]) >= 3
     assert all(shot["start"] <= t < shot["end"] for t in shot["keyframes"])
@@ -207,6 +208,24 @@ def test_sidecar_fields_reach_videos_and_keyframes_and_follow_the_csv(col, tmp_p
     col.add([tmp_path / "in"], **FAST)
     b = keyframes(col)[lambda d: d["video"] == str(files["b"])]
     assert len(b) and (b["channel"] == "La Cinq").all()
+
+
+def test_a_collection_made_before_videos_takes_videos(tmp_path, tiny_embedder):
+    files = mixed_folder(tmp_path / "in")
+    root = tmp_path / "old"
+    with open_collection(root, create=True, embedder=tiny_embedder) as col:
+        col.add([files["coffee"]], progress=False)
+    import sqlite3
+
+    db = sqlite3.connect(root / "catalog.sqlite")
+    db.executescript("DROP INDEX videos_live_path; DROP TABLE videos;")  # as it was made then
+    db.close()
+    with open_collection(root, embedder=tiny_embedder) as col:
+        assert col.info()["videos"] == 0 and len(col) == 1
+        report = col.add([tmp_path / "in"], **FAST)
+        assert report.videos == 2 and report.skipped == 1
+        assert len(col.videos()) == 2
+        assert_consistent(col)
 
 
 def test_a_sidecar_without_a_file_column_is_a_usage_error(col, tmp_path):
