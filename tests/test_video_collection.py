@@ -29,7 +29,12 @@ FAST = {"detector": "adaptive", "progress": False}
 
 
 def write_video(
-    path: Path, photos: tuple[str, ...], *, seconds: float = 1.0, codec: str = "libx264"
+    path: Path,
+    photos: tuple[str, ...],
+    *,
+    seconds: float = 1.0,
+    codec: str = "libx264",
+    size: tuple[int, int] = SIZE,
 ) -> Path:
     """A real video: each photograph held for ``seconds`` (panning slowly back and forth, so
     the frames are not all alike), hard cuts between them."""
@@ -38,13 +43,13 @@ def write_video(
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=FPS)
-        stream.width, stream.height = SIZE
+        stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         for name in photos:
-            base = photo(name).resize((SIZE[0] + 20, SIZE[1] + 20))
+            base = photo(name).resize((size[0] + 20, size[1] + 20))
             for i in range(int(seconds * FPS)):
                 x = min(i % 40, 40 - i % 40) // 2  # back and forth: no jump within a shot
-                frame = base.crop((x, 0, x + SIZE[0], SIZE[1]))
+                frame = base.crop((x, 0, x + size[0], size[1]))
                 for packet in stream.encode(av.VideoFrame.from_image(frame)):
                     out.mux(packet)
         for packet in stream.encode():
@@ -150,6 +155,15 @@ def test_a_mixed_folder_gives_pictures_and_keyframe_items_of_each_shot(col, tmp_
     assert col.ids_under([files["b"]]).size == 0 and len(col.videos()) == 1
     again = col.add([tmp_path / "in"], **FAST)
     assert again.videos == 1 and again.skipped == 3  # a removed video is analysed again
+
+
+def test_keyframe_thumbnails_are_320_on_their_longest_side(col, tmp_path):
+    video = write_video(tmp_path / "wide.mp4", ("rocket",), size=(640, 360))
+    col.add([video], **FAST)
+    (shot,) = col.shots(video)
+    for i in shot["ids"]:
+        assert Image.open(col.root / "keyframes" / f"{i}.jpg").size == (320, 180)
+        assert (col.item(i)["width"], col.item(i)["height"]) == (640, 360)
 
 
 def test_long_shots_get_a_keyframe_every_so_many_seconds(col, tmp_path, capsys):

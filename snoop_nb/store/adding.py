@@ -306,7 +306,7 @@ class Adder:
         if not todo:
             return
         emb = embedder()
-        max_side = decode_size(emb)[0]
+        max_side = max(decode_size(emb)[0], THUMB_SIDE)  # the thumbnails come from these frames
         infos = self._probe_all([p for p, *_ in todo])
         hours = sum(i.duration for i in infos if i is not None) / 3600.0
         show = progress if progress is not None else len(todo) > 1
