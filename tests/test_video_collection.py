@@ -21,7 +21,7 @@ from PIL import Image
 from snoop_nb import UsageError, open_collection
 
 SIZE = (96, 64)
-FPS = 10
+FPS = 25  # 25 frames a shot: more than the adaptive detector's shortest scene (15)
 # Each test video: one shot per photograph, a second each (hard cuts between them).
 VIDEO_A = ("chelsea", "coffee", "rocket")
 VIDEO_B = ("astronaut", "camera")
@@ -406,6 +406,7 @@ def snoop(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_snoop_index_takes_a_mixed_folder_with_a_sidecar(tmp_path, tiny_clip):
     files = mixed_folder(tmp_path / "in")
     (tmp_path / "in" / "notes.webm").write_text("not a video")
