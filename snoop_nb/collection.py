@@ -347,7 +347,7 @@ class Collection:
         or absolute), its other columns (``channel``, ``date``, ``title``, ...) become the
         video's and its keyframes' metadata, kept up to date on each run that gives it.
 
-        >>> col.add(["archive/"], metadata="archive/videos.csv", detector="adaptive")  # doctest: +SKIP
+        >>> col.add(["archive/"], metadata="archive/videos.csv")  # doctest: +SKIP
         """
         return self._adder.add_files(
             paths,

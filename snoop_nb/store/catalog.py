@@ -2,9 +2,9 @@
 
 ``items`` has one row per file ever seen (ids are vector rows, so a replaced or removed item keeps
 its row, marked ``deleted``); a video's keyframes are items too (``kind = 'keyframe'``), and
-``videos`` has a row per video file (see :mod:`snoop_nb.store.videos`); ``state`` holds ``rows`` (the vector rows the catalog vouches for)
-and ``generation`` (bumped by every change to the items, by any process: readers compare it to
-know whether what they hold is current). The knowledge base keeps its tables in the same file.
+``videos`` has a row per video file (see :mod:`snoop_nb.store.videos`). ``state`` holds ``rows``
+(the vector rows the catalog vouches for) and ``generation`` (bumped by every change to the
+items, by any process: readers compare it to know whether what they hold is current). The knowledge base keeps its tables in the same file.
 
 Each thread gets its own connection: a UI's thumbnail and warm-up threads read the catalog
 while the kernel's thread searches or adds, and one SQLite connection must not be shared.
