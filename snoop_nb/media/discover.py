@@ -13,6 +13,17 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from snoop_nb.errors import UsageError
+from snoop_nb.media.video import VIDEO_EXTENSIONS, is_video_name
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "discover_images",
+    "discover_media",
+    "is_image_name",
+    "is_media_name",
+    "is_video_name",
+]
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +40,6 @@ _Key = tuple[int, int] | str
 def is_image_name(name: str | os.PathLike[str]) -> bool:
     """True if the name ends with an image extension, in any case (``IMG_001.JPG``)."""
     return os.path.splitext(os.fspath(name))[1].lower() in IMAGE_EXTENSIONS
-
-
-# TEMP until snoop_nb.media.video lands (its VIDEO_EXTENSIONS is the one list)
-_VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts"}
-)
-
-
-def is_video_name(name: str | os.PathLike[str]) -> bool:
-    """True if the name ends with a video extension, in any case (``CLIP.MP4``)."""
-    return os.path.splitext(os.fspath(name))[1].lower() in _VIDEO_EXTENSIONS
 
 
 def is_media_name(name: str | os.PathLike[str]) -> bool:
