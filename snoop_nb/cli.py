@@ -81,6 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--quiet", action="store_true", help="no progress bar")
     ix.add_argument("--json", action="store_true", help="print the run's report as JSON")
 
+    sh = sub.add_parser("shots", help="print the shots and keyframes of one video (no collection)")
+    sh.add_argument("video", metavar="VIDEO")
+    sh.add_argument(
+        "--detector", default="transnetv2", choices=["transnetv2", "adaptive", "interval"]
+    )
+    sh.add_argument(
+        "--keyframe-every",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="a keyframe at least every S seconds in long shots (default 10)",
+    )
+    sh.add_argument(
+        "--json",
+        action="store_true",
+        help='print [{"start": s, "end": s, "keyframes": [s, ...]}, ...]',
+    )
+
     se = sub.add_parser("search", help="search a collection by image, text or item")
     se.add_argument("--collection", required=True, metavar="DIR")
     q = se.add_mutually_exclusive_group(required=True)
@@ -296,6 +314,35 @@ def cmd_index(args: argparse.Namespace) -> int:
             for uri, message in report.warnings:
                 _print(f"  warning: {uri}: {message}", file=sys.stderr)
     return 0
+
+
+def cmd_shots(args: argparse.Namespace) -> int:
+    from snoop_nb.media.video import detect_shots
+
+    report = detect_shots(args.video, detector=args.detector, keyframe_every=args.keyframe_every)
+    if report.warning:
+        _print(f"snoop: warning: {escaped(report.warning)}", file=sys.stderr)
+    if args.json:
+        _print_json(report.as_dicts())
+        return 0
+    info = report.info
+    _print(
+        f"{escaped(str(args.video))}: {info.duration:.2f} s, {info.fps:.3g} fps, "
+        f"{info.width}x{info.height} {escaped(info.codec)}, {len(report.shots)} shots "
+        f"({report.detector}, {report.seconds:.1f} s)"
+    )
+    for shot in report.shots:
+        keys = ", ".join(timecode(t) for t in shot.keyframes)
+        _print(f"{shot.index:4d}  {timecode(shot.start)} - {timecode(shot.end)}  keyframes {keys}")
+    return 0
+
+
+def timecode(seconds: float) -> str:
+    """``HH:MM:SS.mmm``."""
+    ms = round(max(0.0, float(seconds)) * 1000)
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    return f"{h:02d}:{m:02d}:{rest / 1000:06.3f}"
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -686,6 +733,7 @@ def _plain(value):
 COMMANDS = {
     "index": cmd_index,
     "search": cmd_search,
+    "shots": cmd_shots,
     "info": cmd_info,
     "label": cmd_label,
     "train": cmd_train,

@@ -30,6 +30,7 @@ Keyframes: every shot gets one at its middle; a shot longer than ``keyframe_ever
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
@@ -672,46 +673,63 @@ def transnet():
 
 
 class _AdaptiveFinder:
-    """PySceneDetect's AdaptiveDetector fed the frames decoded here (BGR, 96x54)."""
+    """PySceneDetect's AdaptiveDetector fed the frames decoded here (BGR, 96x54); a cut it
+    reports that is a burst of light returning to the same picture is dropped (a flash)."""
 
     name = "adaptive"
 
     def __init__(self, fps: float):
+        from collections import deque
+
         from scenedetect import AdaptiveDetector
 
         self.fps = fps if fps > 0 else 25.0
         self.detector = AdaptiveDetector()
         self.count = 0
         self.last_time: float | None = None
-        self.times: list[float] = []
-        self.pending = 0  # frames of the current chunk already fed
+        self.recent: deque = deque(maxlen=64)  # (index, t, frame) of the last frames
+        self.pending: list[int] = []  # cuts waiting for the frames after them
+        self.fed = 0  # frames of the current chunk already fed (the chunks overlap)
 
     def boundaries(self, times, frames, *, final: bool, keep: int) -> list[float]:
         from scenedetect import FrameTimecode
 
         found: list[float] = []
         self.last_time = times[-1]
-        # the chunk repeats the previous one's last `keep` frames: feed only new ones
-        start = self.pending
-        for t, frame in zip(times[start:], frames[start:], strict=True):
-            self.times.append(t)
+        for t, frame in zip(times[self.fed :], frames[self.fed :], strict=True):
+            self.recent.append((self.count, t, frame))
             code = FrameTimecode(self.count, fps=self.fps)
             for cut in self.detector.process_frame(code, np.ascontiguousarray(frame[..., ::-1])):
-                found.append(self._time_of(cut))
+                self.pending.append(int(getattr(cut, "frame_num", cut)))
             self.count += 1
+            found += self._settle(final=False)
         if final:
-            try:
+            with contextlib.suppress(AttributeError, TypeError):
                 for cut in self.detector.post_process(FrameTimecode(self.count, fps=self.fps)):
-                    found.append(self._time_of(cut))
-            except (AttributeError, TypeError):
-                pass
-        self.pending = keep
+                    self.pending.append(int(getattr(cut, "frame_num", cut)))
+            found += self._settle(final=True)
+        self.fed = keep
         return found
 
-    def _time_of(self, code) -> float:
-        index = int(code.frame_num) if hasattr(code, "frame_num") else int(code)
-        index = min(max(index, 0), len(self.times) - 1)
-        return float(self.times[index])
+    def _settle(self, *, final: bool) -> list[float]:
+        """Judge the pending cuts whose following frames have been decoded."""
+        out = []
+        while self.pending and (final or self.pending[0] + 6 < self.count):
+            cut = self.pending.pop(0)
+            frames = {i: (t, f) for i, t, f in self.recent}
+            if cut not in frames:
+                continue
+            lo = min(frames)
+            index = [i for i in range(max(lo, cut - 2), min(self.count, cut + 6))]
+            arr = np.stack([frames[i][1] for i in index])
+            at = index.index(cut)
+            if at >= 1:
+                hist = _histograms(arr)
+                bright = arr.reshape(len(arr), -1).mean(axis=1)
+                if _flash_at(arr, hist, bright, at) is not None:
+                    continue
+            out.append(float(frames[cut][0]))
+        return out
 
 
 __all__ = [
