@@ -105,7 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--image", metavar="FILE")
     q.add_argument("--text")
     q.add_argument("--item", type=int, metavar="ID")
+    q.add_argument(
+        "--clip",
+        metavar="VIDEO[@T0-T1]",
+        help="a stretch of video as the query: a file, or file@12.5-20 (seconds)",
+    )
     se.add_argument("-k", type=_positive, default=10, metavar="K")
+    se.add_argument(
+        "--group",
+        choices=["video"],
+        default=None,
+        help="one result per video, best first, with its moments",
+    )
     se.add_argument("--exact", action="store_true", help="exact search, whatever the size")
     se.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     se.add_argument("--json", action="store_true")
@@ -350,17 +361,40 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if args.image is not None and not Path(args.image).is_file():
         raise UsageError(f"--image {args.image}: no such file")
+    clip = _clip(args.clip) if args.clip is not None else None
     col = open_collection(args.collection, device=args.device)
     with col:
         df = col.search(
             item=args.item,
             image=args.image,
             text=args.text,
+            clip=clip,
             k=args.k,
             exact=True if args.exact else None,
+            group=args.group,
         )
-    _print_results(df, args.json, ["rank", "id", "score", "uri"])
+    if args.group is None:
+        _print_results(df, args.json, ["rank", "id", "score", "uri"])
+        return 0
+    if args.json:
+        _print_json(_plain(df.to_dict(orient="records")))
+        return 0
+    for r in df.itertuples(index=False):
+        best = r.moments[0]
+        at = f" at {timecode(best['t'])}" if best.get("t") is not None else ""
+        _print(f"{r.rank:3d}  {r.score:.3f}  {r.hits:3d} hits{at}  {escaped(str(r.video))}")
     return 0
+
+
+def _clip(text: str):
+    """``FILE`` or ``FILE@T0-T1`` (seconds) as a clip query."""
+    import re
+
+    m = re.match(r"^(.*)@(\d+(?:\.\d*)?)-(\d+(?:\.\d*)?)$", text)
+    path, rng = (m.group(1), (float(m.group(2)), float(m.group(3)))) if m else (text, None)
+    if not Path(path).is_file():
+        raise UsageError(f"--clip {path}: no such file")
+    return (path, *rng) if rng else path
 
 
 def cmd_info(args: argparse.Namespace) -> int:

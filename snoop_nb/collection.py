@@ -440,21 +440,36 @@ class Collection:
         image: Any = None,
         text: str | None = None,
         vector: Any = None,
+        clip: Any = None,
         k: int = 10,
         exact: bool | None = None,
+        group: str | None = None,
     ) -> pd.DataFrame:
-        """Nearest items to one query: an item id, an image, a text or a vector.
+        """Nearest items to one query: an item id (a keyframe's too), an image, a text, a
+        vector, or a clip of video (``"file.mp4"`` or ``("file.mp4", t0, t1)`` seconds:
+        several frames pooled).
 
-        Returns a DataFrame with columns rank, id, uri, score, kind, width, height, ...,
-        and the items' metadata. ``exact=None`` searches exactly below
-        :data:`EXACT_SEARCH_BELOW` items and through HNSW above.
+        Returns a DataFrame with columns rank, id, uri, score, kind, width, height, video,
+        t_start, t_end, ..., and the items' metadata (a keyframe's ``t``, ``shot`` and its
+        video's fields). ``group="video"`` returns one row per video instead, best first, with
+        its ``moments`` (see :func:`snoop_nb.search.group_by_video`). ``exact=None`` searches
+        exactly below :data:`EXACT_SEARCH_BELOW` items and through HNSW above.
 
         >>> col.search(text="a bird", k=5)   # doctest: +SKIP
+        >>> col.search(text="a bird", k=5, group="video")   # doctest: +SKIP
         """
         from snoop_nb import search
 
         return search.search(
-            self, item=item, image=image, text=text, vector=vector, k=k, exact=exact
+            self,
+            item=item,
+            image=image,
+            text=text,
+            vector=vector,
+            clip=clip,
+            k=k,
+            exact=exact,
+            group=group,
         )
 
 

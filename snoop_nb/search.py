@@ -38,6 +38,13 @@ CORE_COLUMNS = [
 ]
 
 
+#: A search grouped per video looks this many times deeper than ``k`` moments, so that ``k``
+#: videos come back even when the best moments crowd into a few videos.
+GROUP_DEPTH = 10
+#: Frames a clip query samples over its time range (evenly), then pools.
+CLIP_FRAMES = 8
+
+
 def query_vector(
     col: Collection,
     *,
@@ -45,15 +52,24 @@ def query_vector(
     image: Any = None,
     text: str | None = None,
     vector: Any = None,
+    clip: Any = None,
 ) -> np.ndarray:
-    """The (dim,) float32 query vector of exactly one of item, image, text or vector."""
+    """The (dim,) float32 query vector of exactly one of item, image, text, vector or clip."""
     given = [
         name
-        for name, v in (("item", item), ("image", image), ("text", text), ("vector", vector))
+        for name, v in (
+            ("item", item),
+            ("image", image),
+            ("text", text),
+            ("vector", vector),
+            ("clip", clip),
+        )
         if v is not None
     ]
     if len(given) != 1:
-        raise UsageError("give exactly one query: item, image, text or vector")
+        raise UsageError("give exactly one query: item, image, text, vector or clip")
+    if clip is not None:
+        return clip_vector(col, clip)
     if item is not None:
         info = col.item(int(item))
         if info["status"] != "ok":
@@ -78,27 +94,134 @@ def search(
     image: Any = None,
     text: str | None = None,
     vector: Any = None,
+    clip: Any = None,
     k: int = 10,
     exact: bool | None = None,
+    group: str | None = None,
 ) -> pd.DataFrame:
     """The ``k`` items nearest to one query (see :meth:`Collection.search`).
 
-    A query by item leaves that item out of its own results.
+    A query by item leaves that item out of its own results. ``group="video"`` returns up to
+    ``k`` videos instead (see :func:`group_by_video`), from the ``k * GROUP_DEPTH`` nearest
+    moments.
     """
     if k < 1:
         raise UsageError("k must be at least 1")
-    q = query_vector(col, item=item, image=image, text=text, vector=vector)
+    if group not in (None, "video"):
+        raise UsageError(f"group must be 'video' or None, not {group!r}")
+    q = query_vector(col, item=item, image=image, text=text, vector=vector, clip=clip)
     n = len(col)
     if exact is None:
         exact = n < EXACT_SEARCH_BELOW
     index = col.exact_index() if exact else col.index
-    want = k + (1 if item is not None else 0)
+    depth = k * GROUP_DEPTH if group else k
+    want = min(max(n, 1), depth + (1 if item is not None else 0))
     ids, scores = index.search(q[None, :], want)
     ids, scores = ids[0], scores[0]
     keep = ids >= 0
     if item is not None:
         keep &= ids != int(item)
-    return results_frame(col, ids[keep][:k], scores[keep][:k])
+    hits = results_frame(col, ids[keep][:depth], scores[keep][:depth])
+    return group_by_video(hits, k=k) if group else hits
+
+
+def clip_vector(col: Collection, clip: Any) -> np.ndarray:
+    """One query vector for a stretch of video: ``path`` (the whole file) or ``(path, t0, t1)``
+    seconds. :data:`CLIP_FRAMES` frames spread evenly over the range are embedded, and their
+    unit vectors averaged and scaled back to unit length (the clip's mean direction)."""
+    from snoop_nb.media.video import probe, read_frames
+
+    if isinstance(clip, (tuple, list)):
+        if len(clip) != 3:
+            raise UsageError("a clip is a path, or (path, start, end) in seconds")
+        path, t0, t1 = clip[0], float(clip[1]), float(clip[2])
+    else:
+        path, t0, t1 = clip, 0.0, None
+    info = probe(path)
+    end = info.duration if t1 is None else min(float(t1), info.duration)
+    if not end > t0 >= 0:
+        raise UsageError(
+            f"the clip's range {t0:g}-{end:g} s is empty (the video lasts {info.duration:.2f} s)"
+        )
+    times = [t0 + (end - t0) * (i + 0.5) / CLIP_FRAMES for i in range(CLIP_FRAMES)]
+    frames = read_frames(path, times, info=info, max_side=512)
+    vecs = col.embedder.encode_images(frames).astype(np.float32)
+    vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    mean = vecs.mean(axis=0)
+    return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+
+
+#: Columns of a results frame that describe one moment, not its video.
+_MOMENT_COLUMNS = {
+    "rank",
+    "id",
+    "uri",
+    "score",
+    "kind",
+    "width",
+    "height",
+    "size",
+    "t_start",
+    "t_end",
+    "t",
+    "shot",
+    "video_id",
+}
+
+
+def group_by_video(results: pd.DataFrame, *, k: int | None = None) -> pd.DataFrame:
+    """Search results (best first) as one row per video, best video first.
+
+    A video's ``score`` is its best moment's; ``moments`` lists its hits, best first, as
+    ``{id, t_start, t_end, t, score}`` (``t`` the keyframe's time, ``t_start``/``t_end`` its
+    shot); ``hits`` counts them; the video's own fields (``channel``, ``date``, ``title``...)
+    follow. A picture in the results is a group of its own (``kind`` "image", ``video`` its
+    uri, one moment without times). At most ``k`` groups are returned.
+    """
+    import pandas as pd
+
+    groups: dict[str, dict[str, Any]] = {}
+    extra = [c for c in results.columns if c not in _MOMENT_COLUMNS and c != "video"]
+    for row in results.itertuples(index=False):
+        r = row._asdict()
+        is_frame = r.get("kind") == "keyframe" and isinstance(r.get("video"), str)
+        key = r["video"] if is_frame else r["uri"]
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = {
+                "video": key,
+                "kind": "video" if is_frame else "image",
+                "score": float(r["score"]),
+                "hits": 0,
+                "best_id": int(r["id"]),
+                "moments": [],
+                **{c: r.get(c) for c in extra},
+            }
+        g["hits"] += 1
+        g["moments"].append(
+            {
+                "id": int(r["id"]),
+                "t_start": _num(r.get("t_start")),
+                "t_end": _num(r.get("t_end")),
+                "t": _num(r.get("t")),
+                "score": float(r["score"]),
+            }
+        )
+    rows = sorted(groups.values(), key=lambda g: -g["score"])
+    if k is not None:
+        rows = rows[:k]
+    cols = ["rank", "video", "kind", "score", "hits", "best_id", "moments", *extra]
+    df = pd.DataFrame(rows, columns=cols[1:])
+    df.insert(0, "rank", np.arange(1, len(df) + 1))
+    return df[cols]
+
+
+def _num(value: Any) -> float | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if np.isnan(f) else f
 
 
 def results_frame(col: Collection, ids: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
