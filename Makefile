@@ -7,6 +7,8 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 DATA   := data/demo
 DEMO_COLLECTION := $(DATA)/collection
+# made-up videos from the same pictures, their sidecar and their collection (DEMO_VIDEOS/collection)
+DEMO_VIDEOS := $(DATA)/videos
 
 # torch/torchvision: the pinned builds of ../shared/INSTALL.md (pyproject.toml pins them too).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
@@ -42,12 +44,12 @@ $(DATA)/stamps: scripts/fetch_demo.sh
 	bash scripts/fetch_demo.sh $(DATA)
 
 demo: setup $(DATA)/stamps
-	$(PY) -m snoop_nb.demo --images $(DATA)/stamps --collection $(DEMO_COLLECTION)
+	$(PY) -m snoop_nb.demo --images $(DATA)/stamps --collection $(DEMO_COLLECTION) --videos $(DEMO_VIDEOS)
 	$(VENV)/bin/snoop dashboard --collection $(DEMO_COLLECTION) --port $(or $(PORT),8866)
 
 # Build (or bring up to date: adding is incremental) the demo collection, quietly.
 demo-collection: setup $(DATA)/stamps
-	$(PY) -m snoop_nb.demo --images $(DATA)/stamps --collection $(DEMO_COLLECTION) --no-show
+	$(PY) -m snoop_nb.demo --images $(DATA)/stamps --collection $(DEMO_COLLECTION) --videos $(DEMO_VIDEOS) --no-show
 
 dashboard: setup
 	$(VENV)/bin/snoop dashboard --collection $(DEMO_COLLECTION) --port $(or $(PORT),8866)

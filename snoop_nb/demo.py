@@ -1,9 +1,12 @@
-"""Build the demo collection from the labelled Tux Paint stamps and show a search.
+"""Build the demo collections from the labelled Tux Paint stamps and show searches.
 
 ``make demo`` fetches the images (scripts/fetch_demo.sh) and runs
-``python -m snoop_nb.demo --images data/demo/stamps --collection data/demo/collection``.
+``python -m snoop_nb.demo --images data/demo/stamps --collection data/demo/collection
+--videos data/demo/videos``.
 Folder names become the items' labels in the catalog: ``category`` (animals, food, ...)
-and ``subcategory`` (birds, mammals, ...) where there is one.
+and ``subcategory`` (birds, mammals, ...) where there is one. ``--videos`` also makes the demo
+video corpus from the same pictures (six made-up programmes, see
+:func:`snoop_nb.media.synthvideo.make_corpus`) and its collection, ``<videos>/collection``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,36 @@ def build(images: Path, collection: Path, *, device: str = "auto") -> Collection
     return col
 
 
+def build_videos(images: Path, folder: Path, *, device: str = "auto") -> Collection:
+    """Make the demo videos (once) and create or update their collection, with the sidecar."""
+    from snoop_nb.media.synthvideo import make_corpus
+
+    truths = make_corpus(images, folder)
+    hours = sum(t.duration for t in truths) / 3600
+    print(f"{folder}: {len(truths)} made-up videos, {hours * 60:.1f} minutes")
+    col = open_collection(folder / "collection", create=True, device=device)
+    report = col.add([folder], metadata=folder / "videos.csv")
+    print(f"{col.root}: {report}")
+    return col
+
+
+def show_videos(col: Collection) -> None:
+    """A search grouped per video, as a researcher would start."""
+    from snoop_nb.cli import timecode
+
+    info = col.info()
+    print(f"\n{info['videos']} videos, {info['keyframes']} keyframes, {info['hours'] * 60:.1f} min")
+    for text in ("a bird", "a car"):
+        print(f"\nsearch --text {text!r} --group video")
+        for g in col.search(text=text, k=3, group="video").itertuples():
+            best = g.moments[0]
+            title = getattr(g, "title", "")
+            print(
+                f"{g.rank}  {g.score:.3f}  {Path(g.video).name:14s} {title!s:32.32s} "
+                f"{g.hits:2d} moments, best at {timecode(best['t'])}"
+            )
+
+
 def show(col: Collection) -> None:
     """Print what the collection holds and three searches a visitor would try."""
     import pandas as pd
@@ -73,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m snoop_nb.demo", description=__doc__)
     p.add_argument("--images", type=Path, default=Path("data/demo/stamps"))
     p.add_argument("--collection", type=Path, default=Path("data/demo/collection"))
+    p.add_argument(
+        "--videos",
+        type=Path,
+        default=None,
+        help="also make the demo videos and their collection here",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--no-show", action="store_true", help="build the collection, show nothing")
     args = p.parse_args(argv)
@@ -84,9 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         with build(args.images, args.collection, device=args.device) as col:
-            if args.no_show:
-                return 0
-            show(col)
+            if not args.no_show:
+                show(col)
+        if args.videos is not None:
+            with build_videos(args.images, args.videos, device=args.device) as vcol:
+                if not args.no_show:
+                    show_videos(vcol)
+        if args.no_show:
+            return 0
     except SnoopError as e:
         print(f"demo: error: {e}", file=sys.stderr)
         return 1
