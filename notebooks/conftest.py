@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 DEMO = Path(__file__).resolve().parent.parent / "data" / "demo" / "collection"
+# the demo video collection (made-up videos: `make demo-collection` builds it)
+DEMO_VIDEOS = Path(__file__).resolve().parent.parent / "data" / "demo" / "videos" / "collection"
 
 _tmp_key = pytest.StashKey[Path]()
 _env_key = pytest.StashKey["str | None"]()
@@ -39,6 +41,13 @@ def pytest_configure(config: pytest.Config) -> None:
     ]
     for path in sorted(files, key=lambda p: not p.name.startswith("catalog.sqlite")):
         shutil.copy2(path, copy / path.name)
+    if (DEMO_VIDEOS / "manifest.json").is_file():
+        shutil.copytree(
+            DEMO_VIDEOS,
+            tmp / "videos",
+            ignore=shutil.ignore_patterns(".writer.lock", "*-shm"),
+        )
+        os.environ["SNOOP_VIDEO_COLLECTION"] = str(tmp / "videos")
     config.stash[_tmp_key] = tmp
     config.stash[_env_key] = os.environ.get("SNOOP_COLLECTION")
     os.environ["SNOOP_COLLECTION"] = str(copy)
@@ -49,6 +58,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if tmp is None:
         return
     shutil.rmtree(tmp, ignore_errors=True)
+    os.environ.pop("SNOOP_VIDEO_COLLECTION", None)
     previous = config.stash[_env_key]
     if previous is None:
         os.environ.pop("SNOOP_COLLECTION", None)
