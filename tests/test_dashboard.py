@@ -156,7 +156,13 @@ def test_visitor_names_themself_and_sees_shared_classes(browser, served):
     page.wait_for_selector(".snoop-tile img", timeout=120_000)
     assert page.inner_text(".snoop-user") == "Zoé L'Hôte"
     page.click(".snoop-class-select")
-    options = page.locator(".v-overlay .v-list-item").all_inner_texts()
+    # the menu's items render a moment after it opens: wait for them to hold text
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.v-overlay .v-list-item')]"
+        ".some(e => e.textContent.trim())",
+        timeout=30_000,
+    )
+    options = [t.strip() for t in page.locator(".v-overlay .v-list-item").all_inner_texts()]
     assert "dora/lighthouses (shared)" in options
     shot(page, "named-visitor")
     page.context.close()

@@ -134,7 +134,13 @@ def create(
     manifest_path = root / MANIFEST_NAME
     root.mkdir(parents=True, exist_ok=True)
     if not manifest_path.exists():
-        refuse_unless_fresh(root)  # before the lock file is made in a foreign directory
+        try:  # before the lock file is made in a foreign directory
+            refuse_unless_fresh(root)
+        except CollectionError:
+            # Another process may have made the collection since the check above: its
+            # manifest, then its first files, are there now, and that is no foreign directory.
+            if not manifest_path.exists():
+                raise
     deadline = time.monotonic() + CREATE_WAIT
     while True:
         if manifest_path.exists():
