@@ -45,14 +45,14 @@ $(DATA)/stamps: scripts/fetch_demo.sh
 
 demo: setup $(DATA)/stamps
 	$(PY) -m snoop_nb.demo --images $(DATA)/stamps --collection $(DEMO_COLLECTION) --videos $(DEMO_VIDEOS)
-	$(VENV)/bin/snoop dashboard --collection $(DEMO_COLLECTION) --port $(or $(PORT),8866)
+	$(VENV)/bin/snoop dashboard --collection $(DEMO_COLLECTION) --videos $(DEMO_VIDEOS)/collection --port $(or $(PORT),8866)
 
 # Build (or bring up to date: adding is incremental) the demo collection, quietly.
 demo-collection: setup $(DATA)/stamps
 	$(PY) -m snoop_nb.demo --images $(DATA)/stamps --collection $(DEMO_COLLECTION) --videos $(DEMO_VIDEOS) --no-show
 
 dashboard: setup
-	$(VENV)/bin/snoop dashboard --collection $(DEMO_COLLECTION) --port $(or $(PORT),8866)
+	$(VENV)/bin/snoop dashboard --collection $(DEMO_COLLECTION) --videos $(DEMO_VIDEOS)/collection --port $(or $(PORT),8866)
 
 lint: setup
 	$(VENV)/bin/ruff check setup.py snoop_nb tests benchmarks notebooks dashboards

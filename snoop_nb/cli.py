@@ -177,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("dashboard", help="serve the dashboard on 127.0.0.1 (Voila)")
     db.add_argument("--collection", required=True, metavar="DIR")
+    db.add_argument(
+        "--videos",
+        metavar="DIR",
+        help="a collection of videos for the dashboard's Videos tab (default: the collection "
+        "itself, when it holds videos)",
+    )
     db.add_argument("--port", type=_positive, default=8866, metavar="P")
     db.add_argument("--user", metavar="U", help="label as U (default: each visitor names themself)")
     db.add_argument(
@@ -632,6 +638,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         token=args.token,
         cull_after=args.cull_after,
         max_kernels=args.max_kernels,
+        videos=args.videos,
     )
 
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -346,3 +346,19 @@ def search_text(page, text: str, timeout: float = 120_000) -> None:
         arg=text,
         timeout=timeout,
     )
+
+
+def settled_text(page, selector: str, expected: str, timeout: float = 30_000) -> str:
+    """The text of ``selector`` once it reads ``expected`` (or whatever it reads after
+    ``timeout`` ms): the kernel sends a widget's new text a moment after the change that
+    caused it, so a test compares it after waiting, and fails with what was there."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    with suppress(PlaywrightTimeout):
+        page.wait_for_function(
+            "([s, t]) => { const e = document.querySelector(s);"
+            " return e !== null && e.innerText.trim() === t; }",
+            arg=[selector, expected],
+            timeout=timeout,
+        )
+    return page.inner_text(selector).strip()

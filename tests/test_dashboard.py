@@ -21,6 +21,7 @@ from dashboard import (
     new_page,
     open_app,
     search_text,
+    settled_text,
     tile_ids,
     tile_labels,
 )
@@ -84,7 +85,10 @@ def test_search_label_train_rank_and_reload_keeps_labels(browser, served):
     for i in not_relevant:
         assert click_tile(page, i)["label"] == "1"  # relevant -> not relevant takes two clicks
         assert click_tile(page, i)["label"] == "-1"
-    assert page.inner_text(".snoop-counts") == "3 relevant · 3 not relevant"
+    assert (
+        settled_text(page, ".snoop-counts", "3 relevant · 3 not relevant")
+        == "3 relevant · 3 not relevant"
+    )
     shot(page, "1-labelled")
     # every click reached the knowledge base, as the other process sees it
     expected = {**dict.fromkeys(relevant, 1), **dict.fromkeys(not_relevant, -1)}
@@ -106,7 +110,10 @@ def test_search_label_train_rank_and_reload_keeps_labels(browser, served):
     page.reload()
     open_app(page, url + "?user=ana")
     choose_class(page, "birds")
-    assert page.inner_text(".snoop-counts") == "3 relevant · 3 not relevant"
+    assert (
+        settled_text(page, ".snoop-counts", "3 relevant · 3 not relevant")
+        == "3 relevant · 3 not relevant"
+    )
     search_text(page, "a bird")
     labels_after = tile_labels(page)
     assert {i: labels_after[i] for i in expected} == expected

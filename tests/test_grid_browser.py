@@ -14,6 +14,7 @@ from dashboard import (
     new_page,
     open_app,
     search_text,
+    settled_text,
     tile_ids,
     tile_labels,
 )
@@ -89,7 +90,10 @@ def test_click_without_a_class_creates_one_and_a_shift_range_is_labelled_at_once
         page.click(".snoop-offer-accept")
         wait_labels(page, [first], "1")
         page.wait_for_selector(".snoop-grid__offer", state="detached")
-        assert page.inner_text(".snoop-counts") == "1 relevant · 0 not relevant"
+        assert (
+            settled_text(page, ".snoop-counts", "1 relevant · 0 not relevant")
+            == "1 relevant · 0 not relevant"
+        )
         names, labels, _ = kb_state(col_dir, "lia", "a bird")
         assert names == ["a bird"] and labels == {first: 1}
 
@@ -105,7 +109,10 @@ def test_click_without_a_class_creates_one_and_a_shift_range_is_labelled_at_once
         page.click(".snoop-sel-not-relevant")
         wait_labels(page, rng, "-1")
         page.wait_for_selector(".snoop-grid__selection", state="detached")
-        assert page.inner_text(".snoop-counts") == "1 relevant · 4 not relevant"
+        assert (
+            settled_text(page, ".snoop-counts", "1 relevant · 4 not relevant")
+            == "1 relevant · 4 not relevant"
+        )
         _, labels, rows = kb_state(col_dir, "lia", "a bird")
         assert labels == {first: 1, **dict.fromkeys(rng, -1)}
         written = [r for r in rows if r[0] in rng]

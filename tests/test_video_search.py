@@ -182,3 +182,45 @@ def test_cli_search_group_video_json_and_clip(videos):
     assert rows[0]["video"].endswith("space.webm") and rows[0]["kind"] == "video"
     assert set(rows[0]["moments"][0]) == {"id", "t_start", "t_end", "t", "score"}
     assert rows[0]["channel"] == "Canal 2"
+
+
+def test_cli_export_rows_of_keyframes_carry_video_times_and_sidecar_fields(videos, tmp_path):
+    import pandas as pd
+
+    col, _media = videos
+    items = col.items()
+    frames = items[items["kind"] == "keyframe"]
+    space = frames[frames["video"].str.endswith("space.webm")]["id"].tolist()
+    cats = frames[frames["video"].str.endswith("cats.mp4")]["id"].tolist()
+
+    def snoop(*args):
+        done = subprocess.run(
+            [sys.executable, "-m", "snoop_nb.cli", *args, "--collection", str(col.root)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    who = ("--user", "ines", "--class", "space")
+    snoop("label", *who, "--pos", *map(str, space), "--neg", *map(str, cats))
+    snoop("train", *who)
+    snoop("apply", *who, "--threshold", "0.5")
+    for name in ("space.csv", "space.parquet"):
+        out = tmp_path / name
+        snoop("export", "--user", "ines", "--class", "space", "--out", str(out))
+        table = pd.read_csv(out) if name.endswith(".csv") else pd.read_parquet(out)
+        labelled = table[table["label"].notna()].set_index("item_id")
+        assert set(labelled.index) == set(space) | set(cats)
+        for item_id, row in labelled.iterrows():
+            truth = items.set_index("id").loc[item_id]
+            assert row["video"] == truth["video"]
+            assert row["t_start"] == pytest.approx(truth["t_start"], abs=1e-3)
+            assert row["t_end"] == pytest.approx(truth["t_end"], abs=1e-3)
+            assert row["t_start"] <= row["t"] <= row["t_end"]
+        # the sidecar's fields, per video
+        assert set(labelled.loc[space, "channel"]) == {"Canal 2"}
+        assert set(labelled.loc[space, "title"]) == {"Space"}
+        assert set(labelled.loc[cats, "date"]) == {"2024-03-01T20:00"}
+        assert labelled.loc[space, "applied"].all()

@@ -10,9 +10,11 @@ the CLI and the tests can make too.
 from snoop_nb.ui.app import App, visitor_user
 from snoop_nb.ui.explore import ClassExplorer
 from snoop_nb.ui.grid import ImageGrid
+from snoop_nb.ui.player import VideoPlayer
 from snoop_nb.ui.search import SearchPanel
 from snoop_nb.ui.thumbs import Thumbnails
 from snoop_nb.ui.trainer import ClassTrainer
+from snoop_nb.ui.videos import VideoPanel
 
 __all__ = [
     "App",
@@ -21,5 +23,7 @@ __all__ = [
     "ImageGrid",
     "SearchPanel",
     "Thumbnails",
+    "VideoPanel",
+    "VideoPlayer",
     "visitor_user",
 ]

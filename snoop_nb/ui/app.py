@@ -10,7 +10,7 @@ import contextlib
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import ipyvuetify as v
@@ -21,6 +21,9 @@ from snoop_nb.ui.explore import ClassExplorer
 from snoop_nb.ui.grid import ImageGrid
 from snoop_nb.ui.search import SearchPanel
 from snoop_nb.ui.trainer import ClassTrainer
+
+if TYPE_CHECKING:
+    from snoop_nb.ui.videos import VideoPanel
 
 
 def visitor_user() -> str | None:
@@ -35,7 +38,10 @@ class App(v.Sheet):
     """The whole snoop-nb UI over one collection: a search bar, the image grid, the class
     trainer, and the exploration tab. Without ``user`` it asks the visitor's name first.
 
-    ``collection`` is an open :class:`~snoop_nb.collection.Collection` or its path.
+    ``collection`` is an open :class:`~snoop_nb.collection.Collection` or its path. A "Videos"
+    tab (:class:`~snoop_nb.ui.videos.VideoPanel`) shows ``videos`` (a collection or its path;
+    by default ``$SNOOP_VIDEO_COLLECTION``, else ``collection`` itself when it holds videos):
+    its moments grouped per video, a player, the video's timeline.
     """
 
     def __init__(
@@ -46,12 +52,22 @@ class App(v.Sheet):
         page_size: int = 24,
         k: int = 100,
         warm_up: bool | None = None,
+        videos: Any = None,
         **kwargs: Any,
     ):
         from snoop_nb.collection import Collection, open_collection
 
         col = collection if isinstance(collection, Collection) else open_collection(collection)
         self.col = col
+        if videos is None and os.environ.get("SNOOP_VIDEO_COLLECTION"):
+            videos = os.environ["SNOOP_VIDEO_COLLECTION"]
+        if videos is not None and not isinstance(videos, Collection):
+            videos = open_collection(videos)
+        if videos is None and not col.videos().empty:
+            videos = col
+        #: The collection of the "Videos" tab (None: no such tab).
+        self.video_col: Collection | None = videos
+        self.videos: VideoPanel | None = None
         self.k = k
         self.page_size = page_size
         self.user: str | None = None
@@ -142,14 +158,20 @@ class App(v.Sheet):
             grid.on_ready(
                 lambda: threading.Thread(target=_warm_up, args=(self.col,), daemon=True).start()
             )
-        tabs = v.Tabs(
-            v_model="search",
-            class_="snoop-tabs",
-            children=[
-                v.Tab(value="search", children=["Search and label"], class_="snoop-tab-search"),
-                v.Tab(value="explore", children=["Explore a class"], class_="snoop-tab-explore"),
-            ],
-        )
+        tab_list = [
+            v.Tab(value="search", children=["Search and label"], class_="snoop-tab-search"),
+            v.Tab(value="explore", children=["Explore a class"], class_="snoop-tab-explore"),
+        ]
+        video_pages = []
+        if self.video_col is not None:
+            from snoop_nb.ui.videos import VideoPanel
+
+            self.videos = VideoPanel(self.video_col, user, k=self.k, page_size=self.page_size)
+            tab_list.append(v.Tab(value="videos", children=["Videos"], class_="snoop-tab-videos"))
+            video_pages.append(v.WindowItem(value="videos", children=[self.videos]))
+            if self.video_col is self.col:  # the pictures' grid plays its moments in the tab
+                grid.on_play(self.play)
+        tabs = v.Tabs(v_model="search", class_="snoop-tabs", children=tab_list)
         pages = v.Window(
             v_model="search",
             children=[
@@ -166,6 +188,7 @@ class App(v.Sheet):
                     ],
                 ),
                 v.WindowItem(value="explore", children=[explorer]),
+                *video_pages,
             ],
         )
         w.jslink((tabs, "v_model"), (pages, "v_model"))
@@ -175,6 +198,15 @@ class App(v.Sheet):
         # the first items of the catalog, read alone: a large catalog is not loaded at start
         first = self.col.ok_ids()[: self.k * 5]
         grid.show(self.col.items(first.tolist()).assign(score=None), text="the collection")
+        if self.videos is not None:
+            self.videos.show_start()
+
+    def play(self, item_id: int) -> None:
+        """Open the Videos tab at keyframe ``item_id``'s moment."""
+        if self.videos is None or self.tabs is None:
+            return
+        self.tabs.v_model = "videos"
+        self.videos.play(item_id)
 
     def _on_tab(self, change: dict) -> None:
         if change["new"] == "explore" and self.explorer is not None and self.trainer is not None:

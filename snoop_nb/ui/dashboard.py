@@ -130,11 +130,13 @@ def dashboard_app(collection: str | os.PathLike | None = None):
     if collection is None:
         collection = os.environ.get("SNOOP_COLLECTION") or Path("..", "data", "demo", "collection")
     col = open_collection(collection)
+    videos = os.environ.get("SNOOP_VIDEO_COLLECTION")
+    videos = open_collection(videos) if videos else None
     if os.environ.get("VOILA_PREHEAT") == "True":
         from voila.utils import wait_for_request
 
         wait_for_request()  # returns with the visitor's request (QUERY_STRING) in os.environ
-    return App(col, warm_up=False)
+    return App(col, warm_up=False, videos=videos)
 
 
 def dashboard_url(host: str, port: int, token: str = "") -> str:
@@ -154,8 +156,10 @@ def serve(
     token: str | None = None,
     cull_after: int = CULL_AFTER,
     max_kernels: int = MAX_KERNELS,
+    videos: str | os.PathLike | None = None,
 ) -> int:
-    """Serve the dashboard on ``collection`` at http://IP:PORT/ until interrupted.
+    """Serve the dashboard on ``collection`` at http://IP:PORT/ until interrupted; its Videos
+    tab shows the collection ``videos`` (by default ``collection`` itself when it holds some).
 
     On an address other than this machine's loopback a token is required: ``token``, or one
     generated and printed in the address to hand out. See :func:`voila_config` for the rest.
@@ -177,6 +181,13 @@ def serve(
     with open_collection(root) as col:  # a clear error now, not in the visitor's page
         items = len(col)
     env = {**os.environ, **KERNEL_ENV, "SNOOP_COLLECTION": str(root)}
+    env.pop("SNOOP_VIDEO_COLLECTION", None)
+    if videos is not None:
+        video_root = Path(videos).expanduser().absolute()
+        with open_collection(video_root) as vcol:
+            if vcol.videos().empty:
+                raise UsageError(f"--videos {videos}: that collection holds no videos")
+        env["SNOOP_VIDEO_COLLECTION"] = str(video_root)
     if user:
         from snoop_nb.kb import check_name
 

@@ -1,5 +1,9 @@
 """ImageGrid: a page of result thumbnails to look at, label with a click, and search from.
 
+Video keyframes show their video's name and timecode, a play button (``on_play``), and, with
+"group per video" on (``group_video``), come grouped under one header per video, best video
+first, each video's moments best first.
+
 >>> grid = ImageGrid(collection, session=collection.session("alice", "boats"))  # doctest: +SKIP
 >>> grid.show(collection.search(text="a boat", k=200))                          # doctest: +SKIP
 >>> grid.select_page(); grid.label_selection(-1)   # the whole page not relevant, at once
@@ -70,6 +74,9 @@ class ImageGrid(v.VuetifyTemplate):
     # an offer to create a class for a label asked with none: name, text, count, value, error
     offer = t.Dict().tag(sync=True)
     stored = t.Int(0).tag(sync=True)  # counts label writes: the front end then drops "pending"
+    has_video = t.Bool(False).tag(sync=True)  # the results hold video keyframes
+    group_video = t.Bool(False).tag(sync=True)  # keyframes grouped per video
+    playable = t.Bool(False).tag(sync=True)  # a player listens (on_play): tiles offer "play"
 
     def __init__(
         self,
@@ -84,6 +91,8 @@ class ImageGrid(v.VuetifyTemplate):
         self.col = col
         self.thumbnails = thumbnails or Thumbnails(col)
         self._frame: pd.DataFrame | None = None
+        self._shown: pd.DataFrame | None = None  # the frame in display order (grouped or not)
+        self._play_handlers: list[Callable[[int], None]] = []
         self._what = ""
         self._session: FeedbackSession | None = None
         self._more_handlers: list[Callable[[int], None]] = []
@@ -95,6 +104,7 @@ class ImageGrid(v.VuetifyTemplate):
         self.class_hint = ""
         self.session = session
         self.observe(lambda _: self._render(), names=["page", "page_size"])
+        self.observe(self._on_group, names="group_video")
 
     # --- public API -----------------------------------------------------------------------
     @property
@@ -116,6 +126,8 @@ class ImageGrid(v.VuetifyTemplate):
     def show(self, frame: pd.DataFrame, *, text: str = "") -> None:
         """Show a result table from its first page."""
         self._frame = frame.reset_index(drop=True)
+        self._shown = None
+        self.has_video = bool("kind" in frame and (frame["kind"] == "keyframe").any())
         self.message = ""
         self.cancel_offer()  # it was about tiles of the previous results
         self._what = text
@@ -134,6 +146,11 @@ class ImageGrid(v.VuetifyTemplate):
     def on_label(self, handler: Callable[[list[int], int], None]) -> None:
         """Call ``handler(ids, value)`` after each label written from this grid."""
         self._label_handlers.append(handler)
+
+    def on_play(self, handler: Callable[[int], None]) -> None:
+        """Call ``handler(item_id)`` when a keyframe tile's "play" is clicked (key p)."""
+        self._play_handlers.append(handler)
+        self.playable = True
 
     def on_ready(self, handler: Callable[[], None]) -> None:
         """Call ``handler()`` once the grid is on screen in a browser."""
@@ -262,6 +279,11 @@ class ImageGrid(v.VuetifyTemplate):
         else:
             self.show(self.col.search(item=item_id, k=max(self.page_size * 4, 100)))
 
+    def vue_play(self, data: dict) -> None:
+        item_id = int(data["id"])
+        for handler in self._play_handlers:
+            handler(item_id)
+
     def vue_ready(self, data: dict) -> None:
         handlers, self._ready_handlers = self._ready_handlers, []
         for handler in handlers:
@@ -282,8 +304,25 @@ class ImageGrid(v.VuetifyTemplate):
             if val
         }
 
+    def _on_group(self, change: dict) -> None:
+        self._shown = None
+        if self.page != 1:
+            self.page = 1  # renders
+        else:
+            self._render()
+
+    def _display(self) -> pd.DataFrame | None:
+        """The frame in the order shown: as given, or grouped per video (best video first)."""
+        if self._shown is None and self._frame is not None:
+            self._shown = (
+                grouped_by_video(self._frame)
+                if self.group_video and self.has_video
+                else self._frame
+            )
+        return self._shown
+
     def _render(self) -> None:
-        frame = self._frame
+        frame = self._display()
         if frame is None:
             return
         n = len(frame)
@@ -293,6 +332,8 @@ class ImageGrid(v.VuetifyTemplate):
         ids = [int(i) for i in part["id"]]
         thumbs = self.thumbnails.get(ids)
         tiles = [self._tile(row, thumbs[int(row["id"])]) for _, row in part.iterrows()]
+        if self.group_video and self.has_video:
+            self._add_headers(tiles, part)
         with self.hold_sync():
             self.tiles = tiles
             self.thumbs = [thumbs[i] for i in ids]
@@ -313,8 +354,32 @@ class ImageGrid(v.VuetifyTemplate):
         what = f" · {self._what}" if self._what else ""
         return f"{first}-{first + shown - 1} of {n}{what}"
 
+    def _add_headers(self, tiles: list[dict], part: pd.DataFrame) -> None:
+        """A header on the first tile of each video on the page: its name, rank, best score
+        and how many of its moments the results hold."""
+        frame = self._shown
+        assert frame is not None
+        before = None
+        for tile, (_, row) in zip(tiles, part.iterrows(), strict=True):
+            key = row["_group"]
+            if key == before:
+                continue
+            before = key
+            if row.get("kind") != "keyframe":
+                continue
+            best = row.get("_best")
+            tile["group"] = {
+                "title": os.path.basename(str(row["video"])),
+                "rank": int(row["_rank"]) + 1,
+                "hits": int(row["_hits"]),
+                "score": None if best is None or best != best else f"{float(best):.3f}",
+                "continued": bool(row["_nth"] > 0),
+            }
+
     def _tile(self, row: pd.Series, thumb: bytes) -> dict:
         import pandas as pd
+
+        from snoop_nb.cli import timecode
 
         item_id = int(row["id"])
         uri = str(row.get("uri") or "")
@@ -322,12 +387,47 @@ class ImageGrid(v.VuetifyTemplate):
         meta = [
             f"{key}: {value}"
             for key, value in row.items()
-            if key not in _HIDDEN_META and isinstance(value, (str, int, float)) and pd.notna(value)
+            if key not in _HIDDEN_META
+            and not str(key).startswith("_")
+            and isinstance(value, (str, int, float))
+            and pd.notna(value)
         ]
-        return {
+        tile = {
             "id": item_id,
             "caption": os.path.basename(uri) or f"#{item_id}",
             "score": None if score is None or pd.isna(score) else f"{float(score):.3f}",
             "meta": [f"#{item_id}", *meta][:8],
             "error": None if thumb else (self.thumbnails.error(item_id) or "no preview"),
+            "group": None,
         }
+        video, t = row.get("video"), row.get("t")
+        if row.get("kind") == "keyframe" and isinstance(video, str):
+            t = float(t) if t is not None and pd.notna(t) else float(row.get("t_start") or 0.0)
+            tile["caption"] = os.path.basename(video)
+            tile["timecode"] = timecode(t)[:-4]  # HH:MM:SS on the tile, to the ms in its meta
+            start, end = row.get("t_start"), row.get("t_end")
+            if start is not None and pd.notna(start) and end is not None and pd.notna(end):
+                tile["meta"].insert(1, f"shot {timecode(start)} - {timecode(end)}")
+                tile["meta"] = tile["meta"][:8]
+        return tile
+
+
+def grouped_by_video(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame``'s rows grouped per video, groups in the order of their first (best) row,
+    rows within a group in their order; a picture is a group of its own. Adds ``_group``,
+    ``_rank`` (the group's rank), ``_nth`` (the row's place in its group), ``_hits`` (the
+    group's rows) and ``_best`` (its first row's score)."""
+    import numpy as np
+    import pandas as pd
+
+    is_frame = (frame["kind"] == "keyframe") & frame["video"].map(lambda v: isinstance(v, str))
+    key = np.where(is_frame, "v:" + frame["video"].astype(str), "i:" + frame["id"].astype(str))
+    rank, _ = pd.factorize(key)
+    out = frame.assign(_group=key, _rank=rank)
+    out = out.iloc[np.argsort(rank, kind="stable")].reset_index(drop=True)
+    by = out.groupby("_group", sort=False)
+    out["_nth"] = by.cumcount()
+    out["_hits"] = by["id"].transform("size")
+    score = out["score"] if "score" in out else pd.Series(np.nan, index=out.index)
+    out["_best"] = score.groupby(out["_group"], sort=False).transform("first")
+    return out

@@ -4,7 +4,9 @@ The browser never gets a file path: each thumbnail is decoded here (safely, with
 limits as indexing), shrunk, encoded and sent as bytes. Files are shrunk while they are
 decoded (``load_image``'s ``min_size`` and ``draft``): a 170-megapixel scan's tile costs
 ~100 MB and a second, a pyramidal TIFF's only a small level, not gigabytes. A small LRU cache
-keeps the recent ones, so paging back and forth and re-ranking cost nothing.
+keeps the recent ones, so paging back and forth and re-ranking cost nothing. A video keyframe's
+thumbnail is the one saved when it was indexed (``keyframes/<id>.jpg``), or its frame read
+again from the video.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from snoop_nb.errors import MediaError
+from snoop_nb.errors import SnoopError
 
 if TYPE_CHECKING:
     from snoop_nb.collection import Collection
@@ -60,7 +62,8 @@ class Thumbnails:
         todo = [i for i in dict.fromkeys(ids) if i not in out]
         if todo:
             paths = self.col.paths(todo)
-            made = self._pool.map(lambda i: (i, self._make(i, paths.get(i))), todo)
+            moments = self._moments(todo)
+            made = self._pool.map(lambda i: (i, self._make(i, paths.get(i), moments.get(i))), todo)
             with self._lock:
                 for i, data in made:
                     out[i] = data
@@ -78,7 +81,15 @@ class Thumbnails:
         """Why the thumbnail of ``item_id`` could not be made, if it could not."""
         return self._errors.get(int(item_id))
 
-    def _make(self, item_id: int, path) -> bytes:
+    def _moments(self, ids: list[int]) -> dict[int, float]:
+        """The time (s) of each video keyframe among ``ids``."""
+        items = self.col.items(ids, status=None)
+        if items.empty or "kind" not in items or "t" not in items:
+            return {}
+        frames = items[items["kind"] == "keyframe"]
+        return {int(i): float(t) for i, t in zip(frames["id"], frames["t"], strict=True)}
+
+    def _make(self, item_id: int, path, moment: float | None = None) -> bytes:
         from PIL import Image
 
         from snoop_nb.media.decode import load_image
@@ -88,15 +99,34 @@ class Thumbnails:
             return b""
         try:
             box = (self.size, self.size)
-            image = load_image(path, min_size=box, draft=box)
-        except MediaError as e:
-            self._errors[item_id] = e.reason
+            if moment is None:
+                image = load_image(path, min_size=box, draft=box)
+            else:
+                image = self._keyframe(item_id, path, moment)
+        except SnoopError as e:  # a bad file (MediaError), or a keyframe's video gone
+            self._errors[item_id] = getattr(e, "reason", str(e))
             return b""
         image.thumbnail((self.size, self.size), Image.Resampling.BILINEAR, reducing_gap=2.0)
         buf = io.BytesIO()
         image.save(buf, "JPEG", quality=self.quality)
         self._errors.pop(item_id, None)
         return buf.getvalue()
+
+    def _keyframe(self, item_id: int, path, moment: float):
+        """A keyframe's picture: the thumbnail saved when it was indexed
+        (``keyframes/<id>.jpg``), else the frame read again from the video at its time."""
+        from PIL import Image, UnidentifiedImageError
+
+        from snoop_nb.media.video import read_frames
+
+        saved = self.col.root / "keyframes" / f"{item_id}.jpg"
+        try:
+            with Image.open(saved) as im:
+                return im.convert("RGB")
+        except (OSError, UnidentifiedImageError):
+            pass  # a cache, best effort: read the frame from the video
+        video = self.col.video_path(str(path))  # a keyframe's path is "<video>#t=<time>"
+        return read_frames(video, [moment], max_side=self.size)[0]
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
