@@ -413,6 +413,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         _print(f"collection  {info['path']}")
         _print(f"items       {info['items']}")
+        if info.get("videos"):
+            _print(
+                f"videos      {info['videos']} ({info['hours']:.2f} h, "
+                f"{info['keyframes']} keyframes)"
+            )
         _print(f"bad files   {len(info['errors'])}")
         _print(f"model       {info['model']}  ({info['embedder']}, dim {info['dim']})")
         _print(

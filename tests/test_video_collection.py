@@ -437,6 +437,11 @@ def test_snoop_index_takes_a_mixed_folder_with_a_sidecar(tmp_path, tiny_clip):
     with open_collection(tmp_path / "col") as col:
         a = keyframes(col)[lambda d: d["video"] == str(files["a"])]
         assert len(a) >= 3 and (a["channel"] == "TF1").all()
+        n_frames = len(keyframes(col))
+    r = snoop("info", "--collection", tmp_path / "col")
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if x.startswith("videos"))
+    assert line.split()[1] == "2" and f"{n_frames} keyframes" in line
     bad = write_csv(tmp_path / "bad.csv", [{"name": "in/a.mp4"}])
     r = snoop(*common, "--metadata", bad)
     assert r.returncode == 2 and "'file' column" in r.stderr
