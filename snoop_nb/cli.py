@@ -118,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="one result per video, best first, with its moments",
     )
     se.add_argument("--exact", action="store_true", help="exact search, whatever the size")
+    se.add_argument(
+        "--no-expand",
+        dest="expand",
+        action="store_false",
+        help="plain nearest neighbours (default: re-ranked by diffusion over the nearest "
+        "candidates' own neighbourhood graph; 'score' is then that, 'similarity' the cosine)",
+    )
     se.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     se.add_argument("--json", action="store_true")
 
@@ -378,6 +385,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             k=args.k,
             exact=True if args.exact else None,
             group=args.group,
+            expand=args.expand,
         )
     if args.group is None:
         _print_results(df, args.json, ["rank", "id", "score", "uri"])

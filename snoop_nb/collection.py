@@ -444,6 +444,7 @@ class Collection:
         k: int = 10,
         exact: bool | None = None,
         group: str | None = None,
+        expand: bool = True,
     ) -> pd.DataFrame:
         """Nearest items to one query: an item id (a keyframe's too), an image, a text, a
         vector, or a clip of video (``"file.mp4"`` or ``("file.mp4", t0, t1)`` seconds:
@@ -453,7 +454,10 @@ class Collection:
         t_start, t_end, ..., and the items' metadata (a keyframe's ``t``, ``shot`` and its
         video's fields). ``group="video"`` returns one row per video instead, best first, with
         its ``moments`` (see :func:`snoop_nb.search.group_by_video`). ``exact=None`` searches
-        exactly below :data:`EXACT_SEARCH_BELOW` items and through HNSW above.
+        exactly below :data:`EXACT_SEARCH_BELOW` items and through HNSW above. ``score`` is
+        the expanded score (diffusion over the nearest candidates' own graph, see
+        :mod:`snoop_nb.search`), ``similarity`` the cosine; ``expand=False``: plain
+        nearest neighbours, ``score`` the cosine.
 
         >>> col.search(text="a bird", k=5)   # doctest: +SKIP
         >>> col.search(text="a bird", k=5, group="video")   # doctest: +SKIP
@@ -470,6 +474,7 @@ class Collection:
             k=k,
             exact=exact,
             group=group,
+            expand=expand,
         )
 
 
@@ -539,9 +544,10 @@ def _embedder_for(
         check_same_embedder(root, manifest, embedder)
         return embedder
     if model is not None or pretrained is not None:
-        from snoop_nb.embed import DEFAULT_MODEL, load_embedder
+        from snoop_nb.embed import canonical_model, load_embedder
 
-        want, have = model or DEFAULT_MODEL, spec.get("name") or DEFAULT_MODEL
+        # a manifest always names its model (the first default's is "efficientnet_lite0")
+        want, have = canonical_model(model), spec.get("name") or "efficientnet_lite0"
         if want != have:
             raise EmbedderMismatchError(
                 f"{root} was built with model {have} ({spec.get('id')}), not {want}: "

@@ -2,9 +2,14 @@
 
 Every query returns the same core columns, best first:
 
-``rank`` (1-based), ``id``, ``uri``, ``score`` (cosine similarity, higher is closer), ``kind``,
-``width``, ``height``, ``size``, ``video``, ``t_start``, ``t_end``, then one column per
-metadata key the items carry.
+``rank`` (1-based), ``id``, ``uri``, ``score`` (higher is closer), ``similarity`` (the
+cosine similarity to the query; searches only), ``kind``, ``width``, ``height``, ``size``,
+``video``, ``t_start``, ``t_end``, then one column per metadata key the items carry.
+
+A search's ``score`` is, by default, its expanded score (``expand=True``): the query's nearest
+:data:`~snoop_nb.index.diffusion.CANDIDATES` items re-ranked by diffusion over their own
+neighbourhood graph (:mod:`snoop_nb.index.diffusion`), 1 at most; with ``expand=False`` it is
+the similarity. Beyond those candidates, results follow by similarity, their score below.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ CORE_COLUMNS = [
     "id",
     "uri",
     "score",
+    "similarity",
     "kind",
     "width",
     "height",
@@ -98,13 +104,16 @@ def search(
     k: int = 10,
     exact: bool | None = None,
     group: str | None = None,
+    expand: bool = True,
 ) -> pd.DataFrame:
     """The ``k`` items nearest to one query (see :meth:`Collection.search`).
 
     A query by item leaves that item out of its own results. ``group="video"`` returns up to
     ``k`` videos instead (see :func:`group_by_video`), from the ``k * GROUP_DEPTH`` nearest
-    moments.
+    moments. ``expand`` re-ranks the nearest candidates by diffusion (module docstring).
     """
+    from snoop_nb.index import diffusion
+
     if k < 1:
         raise UsageError("k must be at least 1")
     if group not in (None, "video"):
@@ -115,13 +124,25 @@ def search(
         exact = n < EXACT_SEARCH_BELOW
     index = col.exact_index() if exact else col.index
     depth = k * GROUP_DEPTH if group else k
-    want = min(max(n, 1), depth + (1 if item is not None else 0))
-    ids, scores = index.search(q[None, :], want)
-    ids, scores = ids[0], scores[0]
+    fetch = max(depth, diffusion.CANDIDATES) if expand else depth
+    want = min(max(n, 1), fetch + (1 if item is not None else 0))
+    ids, sims = index.search(q[None, :], want)
+    ids, sims = ids[0], sims[0]
     keep = ids >= 0
     if item is not None:
         keep &= ids != int(item)
-    hits = results_frame(col, ids[keep][:depth], scores[keep][:depth])
+    ids, sims = ids[keep], sims[keep].astype(np.float32)
+    scores = sims
+    if expand and len(ids) > 2:
+        m = min(len(ids), diffusion.CANDIDATES)
+        head = diffusion.diffuse(sims[:m], col.vectors_of(ids[:m]))
+        # beyond the candidates, by similarity, below them all
+        tail = diffusion.MIX * sims[m:] / max(float(np.abs(sims).max()), 1e-6) - 1.0
+        order = np.argsort(-head, kind="stable")
+        ids = np.concatenate([ids[:m][order], ids[m:]])
+        sims = np.concatenate([sims[:m][order], sims[m:]])
+        scores = np.concatenate([head[order], tail]).astype(np.float32)
+    hits = results_frame(col, ids[:depth], scores[:depth], similarity=sims[:depth])
     return group_by_video(hits, k=k) if group else hits
 
 
@@ -157,6 +178,7 @@ _MOMENT_COLUMNS = {
     "id",
     "uri",
     "score",
+    "similarity",
     "kind",
     "width",
     "height",
@@ -224,7 +246,9 @@ def _num(value: Any) -> float | None:
     return None if np.isnan(f) else f
 
 
-def results_frame(col: Collection, ids: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+def results_frame(
+    col: Collection, ids: np.ndarray, scores: np.ndarray, *, similarity: np.ndarray | None = None
+) -> pd.DataFrame:
     """Ranked ids and scores joined with their catalog rows, in the documented columns."""
     import pandas as pd
 
@@ -233,6 +257,8 @@ def results_frame(col: Collection, ids: np.ndarray, scores: np.ndarray) -> pd.Da
     df = pd.DataFrame(
         {"rank": np.arange(1, len(ids) + 1), "id": ids, "score": np.asarray(scores, np.float32)}
     )
+    if similarity is not None:
+        df["similarity"] = np.asarray(similarity, np.float32)
     df = df.join(cat.drop(columns=["status", "error", "digest"], errors="ignore"), on="id")
     extra = [c for c in df.columns if c not in CORE_COLUMNS]
     return df[[c for c in CORE_COLUMNS if c in df.columns] + extra].reset_index(drop=True)

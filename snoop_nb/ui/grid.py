@@ -31,7 +31,18 @@ if TYPE_CHECKING:
 #: What a click does to a tile's label: relevant -> not relevant -> unlabelled -> relevant.
 NEXT_LABEL = {0: 1, 1: -1, -1: 0}
 
-_HIDDEN_META = {"rank", "id", "uri", "score", "label", "kind", "video", "t_start", "t_end"}
+_HIDDEN_META = {
+    "rank",
+    "id",
+    "uri",
+    "score",
+    "similarity",
+    "label",
+    "kind",
+    "video",
+    "t_start",
+    "t_end",
+}
 
 _LABEL_WORDS = {1: "relevant", -1: "not relevant", 0: "unlabelled"}
 
