@@ -8,8 +8,9 @@ cosine similarity to the query; searches only), ``kind``, ``width``, ``height``,
 
 A search's ``score`` is, by default, its expanded score (``expand=True``): the query's nearest
 :data:`~snoop_nb.index.diffusion.CANDIDATES` items re-ranked by diffusion over their own
-neighbourhood graph (:mod:`snoop_nb.index.diffusion`), 1 at most; with ``expand=False`` it is
-the similarity. Beyond those candidates, results follow by similarity, their score below.
+neighbourhood graph (:mod:`snoop_nb.index.diffusion`), below 0.95, except copies of the query
+(similarity 0.95 or more), which keep their similarity and come first; with ``expand=False``
+it is the similarity. Beyond those candidates, results follow by similarity, scored below.
 """
 
 from __future__ import annotations
