@@ -3,6 +3,7 @@
     python benchmarks/quality.py                         # both sets, both model variants
     python benchmarks/quality.py --sets emoji --models efficientnet_lite0-gem --seeds 5
     python benchmarks/quality.py --quick                 # a smoke run (~2 min)
+    python benchmarks/quality.py --latency --latency-sizes 100000,1000000   # search latency
 
 Sets (benchmarks/datasets.py): ``demo``, the demo's stamps, categories = top-level folders (of
 at least ``--min-class`` 30 pictures; the smaller folders stay in the corpus as distractors);
@@ -163,6 +164,53 @@ def feedback_run(col, corpus: Corpus, cat: str, seed: int, strategy: str, k: int
     return out
 
 
+def latency(args) -> list[dict]:
+    """Median time of a search by item (k = 24, a grid page) with and without expansion, on
+    the synthetic collections of benchmarks/feedback.py (vectors drawn around the demo's)."""
+    import feedback
+    from index import KDEGenerator
+
+    from snoop_nb.collection import open_collection
+
+    real, manifest, _ = feedback.real_vectors(ROOT / "data" / "demo" / "collection")
+    gen: list = []
+
+    def factory():
+        if not gen:
+            gen.append(KDEGenerator(real.astype(np.float16)))
+        return gen[0]
+
+    rows = []
+    for n in args.latency_sizes:
+        root, _facts = feedback.synthetic_collection(Path(args.cache_dir), n, factory, manifest, 0)
+        col = open_collection(root)
+        paths = [("exact", True)]
+        if feedback.ensure_index(col, allow_build=True)["available"]:
+            paths.append(("hnsw", False))
+        queries = np.random.default_rng(0).choice(n, size=args.latency_queries, replace=False)
+        for path, exact in paths:
+            for expand in (False, True):
+                col.search(item=int(queries[0]), k=24, exact=exact, expand=expand)  # warm
+                times = []
+                for q in queries:
+                    t0 = time.perf_counter()
+                    col.search(item=int(q), k=24, exact=exact, expand=expand)
+                    times.append(time.perf_counter() - t0)
+                rows.append(
+                    {
+                        "n": n,
+                        "path": path,
+                        "expand": expand,
+                        "median_ms": 1e3 * float(np.median(times)),
+                        "p90_ms": 1e3 * float(np.quantile(times, 0.9)),
+                        "load": [round(x, 2) for x in os.getloadavg()],
+                    }
+                )
+                print(format_table(rows[-1:], list(rows[-1])), flush=True)
+        col.close()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sets", default="demo,emoji")
@@ -175,7 +223,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="1 seed, top only, 20 clicks")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/quality.json")
+    p.add_argument(
+        "--latency",
+        action="store_true",
+        help="instead: the time of a search with and without expansion on synthetic collections",
+    )
+    p.add_argument("--latency-sizes", default="100000")
+    p.add_argument("--latency-queries", type=int, default=30)
+    p.add_argument("--cache-dir", default="/tmp", help="synthetic collections: DIR/fb_syn_N")
     args = p.parse_args(argv)
+    if args.latency:
+        args.latency_sizes = [int(x) for x in args.latency_sizes.split(",")]
+        rows = latency(args)
+        print(format_table(rows, ["n", "path", "expand", "median_ms", "p90_ms", "load"]))
+        out = args.json.with_name("quality_latency.json")
+        write_json(out, {"machine": machine_info(["numpy"]), "rows": rows})
+        print(f"wrote {out}")
+        return 0
     args.clicks = [int(c) for c in args.clicks.split(",")]
     args.strategies = args.strategies.split(",")
     if args.quick:
