@@ -271,3 +271,23 @@ def test_class_results_lists_the_best_items_then_the_applied_ones(col):
     assert res.applied == n == len(res.table) and res.applied_model_id == s.model().id
     assert set(res.table["id"]) == set(prob.index[prob >= 0.5])
     assert np.allclose(res.table["probability"], prob.loc[res.table["id"]])
+
+
+def test_a_class_starts_from_a_text_and_examples_together(col):
+    from snoop_nb.search import query_vector
+
+    s = col.session("alice", "cats and coffee")
+    example = ids_of(col, "chelsea")[0]
+    first = s.start(text="a cup of coffee", items=[example])
+    # each part counts the same: the start is the mean of the two unit vectors
+    t = query_vector(col, text="a cup of coffee")
+    e = col.vectors_of([example])[0]
+    want = t / np.linalg.norm(t) + e / np.linalg.norm(e)
+    got = s._query
+    assert np.allclose(got / np.linalg.norm(got), want / np.linalg.norm(want), atol=1e-5)
+    assert s.labels().set_index("item_id")["value"].to_dict() == {example: 1}
+    # both halves show in the first ranking: cat photographs and coffee cups
+    top = set(first["photo"].iloc[:10])
+    assert {"chelsea", "coffee"} <= top
+    with pytest.raises(UsageError, match="start from a text"):
+        col.session("alice", "nothing").start()

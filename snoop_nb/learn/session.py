@@ -75,14 +75,29 @@ class FeedbackSession:
     def start(
         self, *, text: str | None = None, image: Any = None, items: list[int] | None = None
     ) -> pd.DataFrame:
-        """Start from a text, an image, or items taken as relevant; returns the first ranking."""
+        """Start from a text, an image, or items taken as relevant, or several of them
+        together; returns the first ranking.
+
+        Given together, each part counts the same: the starting vector is the mean of the
+        unit vectors of the text's query, the image's and the items' mean (measured on the
+        demo and the emoji set, a text and one example together beat either alone: mean AP
+        0.40 and 0.30 against 0.34 and 0.28 for the example; README, *Quality*). Items are
+        labelled relevant.
+        """
         from snoop_nb.search import query_vector
 
+        parts = []
         if items:
             self.label(items, +1)
-            self.set_start(self.col.vectors_of(items).mean(axis=0))
-        else:
-            self.set_start(query_vector(self.col, text=text, image=image))
+            parts.append(self.col.vectors_of(items).mean(axis=0))
+        if text is not None:
+            parts.append(query_vector(self.col, text=text))
+        if image is not None:
+            parts.append(query_vector(self.col, image=image))
+        if not parts:
+            raise UsageError("start from a text, an image or items (or several of them)")
+        units = [np.asarray(p, np.float32) / max(float(np.linalg.norm(p)), 1e-12) for p in parts]
+        self.set_start(np.mean(units, axis=0))
         return self.rank(50)
 
     def set_start(self, vector: Any) -> None:
