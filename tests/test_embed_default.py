@@ -96,7 +96,9 @@ def test_the_same_picture_twice_gives_the_same_vector(default_embedder):
     assert np.array_equal(twice[0], default_embedder.encode_image(image))
 
 
-@pytest.mark.parametrize("variant", ["efficientnet_lite0-gem", "efficientnet_lite0"])
+@pytest.mark.parametrize(
+    "variant", ["efficientnet_lite0-gem", "efficientnet_lite0", "efficientnet_lite1-gem"]
+)
 def test_every_cpu_runtime_agrees_with_float32_torch(variant, torch_embedder, default_embedder):
     assert default_embedder.runtime == "onnx"  # the CPU default, measured the fastest
     if variant != default_embedder.name:
@@ -242,3 +244,19 @@ def test_the_two_variants_are_two_vector_spaces_with_one_classifier(default_embe
         assert np.allclose([p for _, p in one], [p for _, p in other], atol=1e-4)
     with pytest.raises(UsageError, match="unknown variant"):
         EfficientNetLite0(device="cpu", variant="efficientnet_lite9")
+
+
+def test_the_quality_preset_lite1_has_its_own_weights_size_and_space(default_embedder):
+    lite1 = EfficientNetLite0(device="cpu", variant="efficientnet_lite1-gem")
+    assert lite1.network == "efficientnet_lite1" and lite1.input_size == 240
+    digest = hashlib.sha256(efficientnet.weights_path("efficientnet_lite1").read_bytes())
+    assert lite1.id == f"efficientnet_lite1-gem@{digest.hexdigest()[:16]}"
+    assert lite1.digest != default_embedder.digest and lite1.dim == 1280
+    names = list(CLASSES)
+    for name, top in zip(names, lite1.classify([photo(n) for n in names], top=3), strict=True):
+        assert top[0][0] in CLASSES[name], (name, top)
+    assert lite1.preprocess(photo("camera", (300, 64))).shape == (3, 240, 240)
+    # its text queries go through its own classifier: a cat finds the cat
+    images = [photo(n) for n in ("chelsea", "coffee", "rocket")]
+    sims = lite1.encode_images(images).astype(np.float32) @ lite1.encode_texts(["a cat"])[0]
+    assert int(np.argmax(sims)) == 0

