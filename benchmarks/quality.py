@@ -82,15 +82,14 @@ class Corpus:
 def build(items, model: str, root: Path):
     from snoop_nb import open_collection
 
-    folders = sorted({it.path.parent for it in items})
     col = open_collection(root, create=True, model=model, device="cpu")
     t0 = time.perf_counter()
     col.add([it.path for it in items], progress=False)
-    return col, time.perf_counter() - t0, len(folders)
+    return col, time.perf_counter() - t0
 
 
 def run_set(name: str, items, model: str, args, tmp: Path) -> dict:
-    col, took, _ = build(items, model, tmp / f"{name}-{model}")
+    col, took = build(items, model, tmp / f"{name}-{model}")
     corpus = Corpus(col, items, args.min_class)
     n = len(corpus.ids)
     rng = np.random.default_rng(args.seed)

@@ -141,7 +141,7 @@ def test_id_is_stable_and_carries_the_weights_digest(torch_embedder, default_emb
 
 
 def test_missing_weights_file_raises_model_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(efficientnet, "weights_path", lambda: tmp_path / "missing.pth")
+    monkeypatch.setattr(efficientnet, "weights_path", lambda network: tmp_path / "missing.pth")
     with pytest.raises(ModelError, match="missing"):
         EfficientNetLite0(device="cpu", runtime="torch")
 
@@ -158,12 +158,12 @@ def test_weights_that_do_not_map_onto_the_network_raise_model_error(monkeypatch,
     state[name] = torch.zeros(state[name].shape[0], 1, 5, 5)
     bad = tmp_path / "reshaped.pth"
     torch.save(state, bad)
-    monkeypatch.setattr(efficientnet, "weights_path", lambda: bad)
+    monkeypatch.setattr(efficientnet, "weights_path", lambda network: bad)
     with pytest.raises(ModelError, match="do not map"):
         EfficientNetLite0(device="cpu", runtime="torch")
     short = tmp_path / "short.pth"
     torch.save(dict(list(state.items())[:10]), short)
-    monkeypatch.setattr(efficientnet, "weights_path", lambda: short)
+    monkeypatch.setattr(efficientnet, "weights_path", lambda network: short)
     with pytest.raises(ModelError, match="holds 10 tensors"):
         EfficientNetLite0(device="cpu", runtime="torch")
 

@@ -76,7 +76,6 @@ GEM_P = 3.0
 #: What a letterboxed picture is padded with: ImageNet's mean colour, which the network's
 #: normalisation turns into zeros (the least information a pad can carry).
 PAD_RGB = (124, 116, 104)
-WEIGHTS_PACKAGE, WEIGHTS_MODULE, WEIGHTS_FILE = WEIGHTS[NAME]
 RUNTIMES = ("auto", "torch", "onnx")
 
 # The ONNX graph's format: bump when the export changes, so that old cached graphs are redone.
@@ -174,7 +173,7 @@ class EfficientNetLite0(Embedder):
                 "runtime 'onnx' runs on the CPU only: use device='cpu', or runtime='torch' on a GPU"
             )
         self.threads = threads or _usable_cores()
-        path = weights_path() if self.network == NAME else weights_path(self.network)
+        path = weights_path(self.network)
         if not path.is_file():
             raise ModelError(
                 f"the weights file {path} is missing: pip install --force-reinstall "

@@ -368,8 +368,6 @@ class ImageGrid(v.VuetifyTemplate):
     def _add_headers(self, tiles: list[dict], part: pd.DataFrame) -> None:
         """A header on the first tile of each video on the page: its name, rank, best score
         and how many of its moments the results hold."""
-        frame = self._shown
-        assert frame is not None
         before = None
         for tile, (_, row) in zip(tiles, part.iterrows(), strict=True):
             key = row["_group"]

@@ -55,7 +55,6 @@ class VideoPlayer(v.VuetifyTemplate):
     offset = t.Float(0.0).tag(sync=True)  # where to start playing, in the excerpt (s)
     title = t.Unicode("").tag(sync=True)
     details = t.Unicode("").tag(sync=True)  # the video's fields: channel, date, title
-    duration = t.Float(0.0).tag(sync=True)
     shots = t.List().tag(sync=True)  # [{index, start, end, score, level, label}]: the timeline
     current = t.Int(-1).tag(sync=True)  # the shot on screen
     scored = t.Unicode("").tag(sync=True)  # what the timeline's colours are
@@ -67,6 +66,8 @@ class VideoPlayer(v.VuetifyTemplate):
         super().__init__(**kwargs)
         self.col = col
         self.video: str | None = None
+        #: The open video's id in the collection's videos table (None when none is open).
+        self.video_id: int | None = None
         self._path = None
         self._rotation = 0
         self._audio = True
@@ -105,6 +106,7 @@ class VideoPlayer(v.VuetifyTemplate):
             return
         row = self._video_row(path)
         self.video = str(row.get("uri") or path)
+        self.video_id = int(row["id"]) if "id" in row else None
         self._path = path
         self._rotation = int(row.get("rotation") or 0)
         self._audio = bool(row.get("audio", True))
@@ -117,7 +119,6 @@ class VideoPlayer(v.VuetifyTemplate):
         with self.hold_sync():
             self.title = os.path.basename(self.video)
             self.details = " · ".join(fields)
-            self.duration = float(row.get("duration") or shots[-1]["end"])
             self.shots = self._timeline()
         self.play_shot(_shot_at(shots, t), at=t)
 

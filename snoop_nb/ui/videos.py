@@ -55,6 +55,7 @@ class VideoPanel(v.Sheet):
             hide_details=True,
             class_="snoop-video-select",
         )
+        self._choosing = False  # the chooser follows a played moment: not a choice to act on
         self.chooser.observe(self._on_choose, names="v_model")
         summary = v.Html(
             tag="div",
@@ -92,20 +93,17 @@ class VideoPanel(v.Sheet):
     def play(self, item_id: int) -> None:
         """Open keyframe ``item_id``'s video at its moment."""
         self.player.open_moment(item_id)
-        video = self.player.video
-        if video is not None:
-            ids = self.col.videos()
-            match = ids[ids["uri"] == video]
-            if not match.empty and self.chooser.v_model != int(match["id"].iloc[0]):
-                self._choosing = True
-                try:
-                    self.chooser.v_model = int(match["id"].iloc[0])
-                finally:
-                    self._choosing = False
+        video_id = self.player.video_id
+        if video_id is not None and self.chooser.v_model != video_id:
+            self._choosing = True
+            try:
+                self.chooser.v_model = video_id
+            finally:
+                self._choosing = False
         self._colour()
 
     def _on_choose(self, change: dict) -> None:
-        if getattr(self, "_choosing", False) or change["new"] is None:
+        if self._choosing or change["new"] is None:
             return
         self.player.open_video(int(change["new"]), 0.0)
         self._colour()
