@@ -9,6 +9,8 @@ One directory, self-describing and safe to copy::
     vectors.f16      L2-normalised float16 rows; row i is item id i
     index.hnsw       hnswlib graph (+ index.hnsw.json: deleted ids, projection id)
     index.hnsw.npz   "hnsw-pca" only: the PCA projection and the indexed ids (no vectors)
+    index.hnsw.sq8   "pca-sq8" only: 8-bit codes of a PCA projection, for 10M+ items
+    index.hnsw.<i>…  shard i of a sharded index (+ index.hnsw.shards.json, written last)
     keyframes/       <item id>.jpg: a thumbnail of each video keyframe (a cache, best effort)
 
 A video's keyframes are items of ``kind`` ``'keyframe'`` (uri ``<video>#t=<seconds>``, with
@@ -286,7 +288,7 @@ class Collection:
     def info(self) -> dict[str, Any]:
         """A summary: counts, errors, model, dimension, index (what ``snoop info`` prints)."""
         emb = self.manifest["embedder"]
-        files = [self.root / name for name in ("index.hnsw", "index.hnsw.npz")]
+        files = [p for p in self.root.iterdir() if layout.is_index_file(p.name)]
         videos, hours = self._videos.totals()
         return {
             "path": str(self.root),

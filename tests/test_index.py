@@ -11,6 +11,7 @@ import pytest
 
 from snoop_nb.index import ExactIndex, HNSWIndex, ProjectedIndex
 from snoop_nb.index.base import atomic_write
+from snoop_nb.index.sharded import ShardedIndex
 
 DIM = 64
 
@@ -46,13 +47,15 @@ def projected(dim: int = DIM, **kw) -> ProjectedIndex:
     return ProjectedIndex(dim, project_dim=dim // 2, min_fit=200, threads=2, **kw)
 
 
-@pytest.fixture(params=["exact", "hnsw", "projected"])
+@pytest.fixture(params=["exact", "hnsw", "projected", "sharded"])
 def make_index(request):
     def make(dim: int = DIM, **kw):
         if request.param == "exact":
             return ExactIndex(dim)
         if request.param == "projected":
             return projected(dim, **kw)
+        if request.param == "sharded":  # three graphs behind one index keep the same contract
+            return ShardedIndex([HNSWIndex(dim, threads=1, **kw) for _ in range(3)])
         return HNSWIndex(dim, threads=2, **kw)
 
     return make

@@ -28,7 +28,7 @@ MANIFEST_NAME = "manifest.json"
 CATALOG_NAME = "catalog.sqlite"
 #: New collections of more dimensions than this get an ``hnsw-pca`` index (``hnsw`` otherwise).
 PROJECT_ABOVE_DIM = 256
-INDEX_KINDS = ("hnsw", "hnsw-pca")
+INDEX_KINDS = ("hnsw", "hnsw-pca", "pca-sq8")
 #: How long a new collection's creation waits for another process creating the same one.
 CREATE_WAIT = 60.0
 
@@ -37,7 +37,12 @@ OWN_FILES = frozenset(
     {CATALOG_NAME, f"{CATALOG_NAME}-wal", f"{CATALOG_NAME}-shm", LOCK_NAME, VECTORS_NAME}
 )
 #: Index files: a directory holding them has had a manifest (they are written after it).
-INDEX_FILES = frozenset({"index.hnsw", "index.hnsw.json", "index.hnsw.npz"})
+INDEX_STEM = "index.hnsw"
+
+
+def is_index_file(name: str) -> bool:
+    """``index.hnsw`` and its companions: ``.json``, ``.npz``, ``.sq8``, shards ``.<i>...``."""
+    return name == INDEX_STEM or name.startswith(INDEX_STEM + ".")
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -68,8 +73,12 @@ def check_same_embedder(root: Path, manifest: dict[str, Any], embedder: Embedder
 
 
 def index_entry(dim: int, overrides: dict[str, Any]) -> dict[str, Any]:
-    """A new collection's manifest ``index`` entry: the defaults for ``dim``, then ``overrides``."""
-    from snoop_nb.index import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M
+    """A new collection's manifest ``index`` entry: the defaults for ``dim``, then ``overrides``.
+
+    ``kind`` ``hnsw`` / ``hnsw-pca`` (graphs) or ``pca-sq8`` (compressed codes, for 10M+
+    items: see :mod:`snoop_nb.index.compressed`); ``shards`` (1): how many index shards.
+    """
+    from snoop_nb.index import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M, compressed
     from snoop_nb.index.projected import DEFAULT_MIN_FIT, DEFAULT_PROJECT_DIM
 
     kind = overrides.get("kind", "hnsw-pca" if dim > PROJECT_ABOVE_DIM else "hnsw")
@@ -78,13 +87,27 @@ def index_entry(dim: int, overrides: dict[str, Any]) -> dict[str, Any]:
     entry: dict[str, Any] = {"kind": kind}
     if kind == "hnsw-pca":
         entry.update(project_dim=DEFAULT_PROJECT_DIM, min_fit=DEFAULT_MIN_FIT)
-    entry.update(M=DEFAULT_M, ef_construction=DEFAULT_EF_CONSTRUCTION, ef=DEFAULT_EF)
-    entry.update(overrides)
-    if kind == "hnsw-pca" and not 0 < int(entry["project_dim"]) < dim:
-        raise UsageError(
-            f"project_dim must be between 1 and {dim - 1} for {dim}-d vectors, "
-            f"not {entry['project_dim']}; or use index kind 'hnsw'"
+    if kind == "pca-sq8":
+        entry.update(
+            project_dim=min(compressed.DEFAULT_CODE_DIM, dim),
+            candidates=compressed.DEFAULT_CANDIDATES,
+            min_fit=compressed.DEFAULT_MIN_FIT,
         )
+    else:
+        entry.update(M=DEFAULT_M, ef_construction=DEFAULT_EF_CONSTRUCTION, ef=DEFAULT_EF)
+    entry.update({k: v for k, v in overrides.items() if v is not None})
+    top = dim if kind == "pca-sq8" else dim - 1
+    if kind != "hnsw" and not 0 < int(entry["project_dim"]) <= top:
+        raise UsageError(
+            f"project_dim must be between 1 and {top} for {dim}-d vectors, "
+            f"not {entry['project_dim']}"
+            + ("; or use index kind 'hnsw'" if kind == "hnsw-pca" else "")
+        )
+    shards = int(entry.get("shards", 1))
+    if not 1 <= shards <= 256:
+        raise UsageError(f"shards must be between 1 and 256, not {entry.get('shards')}")
+    if shards == 1:
+        entry.pop("shards", None)
     return entry
 
 
@@ -96,7 +119,9 @@ def _leftover_temp(name: str) -> bool:
 def refuse_unless_fresh(root: Path) -> None:
     """Raise unless ``root`` is empty or holds only an empty, label-free half-made collection."""
     names = {p.name for p in root.iterdir()}
-    foreign = {n for n in names if n not in OWN_FILES | INDEX_FILES and not _leftover_temp(n)}
+    foreign = {
+        n for n in names if n not in OWN_FILES and not is_index_file(n) and not _leftover_temp(n)
+    }
     if foreign:
         raise CollectionError(f"{root} is not empty and not a snoop-nb collection")
     kept = "it is left as it is"
@@ -104,7 +129,7 @@ def refuse_unless_fresh(root: Path) -> None:
         "put its manifest.json back (from a backup or a copy of the collection), "
         "or give another directory"
     )
-    if names & INDEX_FILES:
+    if any(is_index_file(n) for n in names):
         raise CollectionError(
             f"{root} holds a collection's index files but no {MANIFEST_NAME}: {kept}; {todo}"
         )

@@ -10,6 +10,8 @@ that file is loaded instead (reading a saved graph is far cheaper than building 
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import warnings
 import zipfile
@@ -70,9 +72,18 @@ class IndexKeeper:
     def path(self) -> Path:
         return self.root / INDEX_NAME
 
-    def saved_file(self, kind: str) -> Path:
-        """The file every save of this kind writes (last, for ``hnsw``; first, for ``hnsw-pca``)."""
-        return self.path.with_name(self.path.name + ".npz") if kind == "hnsw-pca" else self.path
+    @property
+    def shards(self) -> int:
+        return int(self.params.get("shards", 1))
+
+    def saved_file(self, kind: str, shards: int = 1) -> Path:
+        """The file every save of this kind writes (last, for ``hnsw``, ``pca-sq8`` and a
+        sharded index's sidecar; first, for ``hnsw-pca``)."""
+        from snoop_nb.index.sharded import meta_path
+
+        if shards > 1:
+            return meta_path(self.path)
+        return _saved_file(self.path, kind)
 
     def current(self) -> Index:
         """The index, brought up to date if the catalog changed since it was last synced."""
@@ -97,15 +108,20 @@ class IndexKeeper:
         with self._lock:
             params = self.params
             kind = params["kind"]
-            saved = self.saved_file(kind)
+            shards = int(params.get("shards", 1))
+            saved = self.saved_file(kind, shards)
             gen, live = self.catalog.live()
             index = self._index
-            if index is not None and (index.dim != self.dim or index.kind != kind):
+            if index is not None and (
+                index.dim != self.dim
+                or index.kind != kind
+                or getattr(index, "n_shards", 1) != shards
+            ):
                 index = None
             if index is None:
-                index = self._load(kind, saved)
+                index = self._load(params, saved)
             elif self._file != _identity(saved):
-                index = self._maybe_reload(index, kind, saved, live)
+                index = self._maybe_reload(index, params, saved, live)
             if index is None:
                 index = self._new_index(params)
                 self._file = None
@@ -127,7 +143,9 @@ class IndexKeeper:
             self._gen = gen
             return index
 
-    def _maybe_reload(self, index: Index, kind: str, saved: Path, live: np.ndarray) -> Index:
+    def _maybe_reload(
+        self, index: Index, params: dict[str, Any], saved: Path, live: np.ndarray
+    ) -> Index:
         """``index``, or the newer saved file when far more of ``live`` is in that one."""
         missing = np.setdiff1d(live, index.ids(), assume_unique=True).size
         above = self.reload_above
@@ -135,35 +153,81 @@ class IndexKeeper:
             above = max(RELOAD_ABOVE, live.size // RELOAD_FRACTION)
         if missing <= above:
             return index
-        fresh = self._load(kind, saved)
+        fresh = self._load(params, saved)
         if fresh is None:
             return index
         if np.setdiff1d(live, fresh.ids(), assume_unique=True).size < missing:
             return fresh
         return index
 
-    def _load(self, kind: str, saved: Path) -> Index | None:
+    def _load(self, params: dict[str, Any], saved: Path) -> Index | None:
         """The saved index, or None when there is none or it cannot be read (with a warning)."""
-        from snoop_nb.index import HNSWIndex, ProjectedIndex
+        from snoop_nb.index.sharded import ShardedIndex
 
+        kind = params["kind"]
+        shards = int(params.get("shards", 1))
         ident = _identity(saved)
         if ident is None:
             return None
-        try:
-            if kind == "hnsw":
-                index: Index = HNSWIndex.load(self.path)
-            else:
-                index = ProjectedIndex.load(self.path, vectors=self.store.rows)
-        except (OSError, RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as e:
-            warnings.warn(f"rebuilding unreadable index {self.path}: {e}", stacklevel=4)
-            return None
-        if index.dim != self.dim or index.kind != kind:
+        if shards > 1:
+            try:
+                meta = json.loads(saved.read_text())
+            except (OSError, ValueError) as e:
+                warnings.warn(f"rebuilding the index of unreadable {saved}: {e}", stacklevel=4)
+                return None
+            if meta.get("kind") != kind or meta.get("shards") != shards:
+                return None
+            index: Index | None = ShardedIndex.load(
+                self.path,
+                shards,
+                lambda p: self._load_one(kind, p),
+                lambda i: self._new_one(params, shards),
+            )
+        else:
+            index = self._load_one(kind, self.path)
+        if index is None or index.dim != self.dim or index.kind != kind:
             return None
         self._file = ident
         return index
 
+    def _load_one(self, kind: str, path: Path) -> Index | None:
+        """One index saved at ``path`` (a shard's path too), or None (warned when unreadable)."""
+        from snoop_nb.index import HNSWIndex, ProjectedIndex
+        from snoop_nb.index.compressed import CompressedIndex
+
+        if _identity(_saved_file(path, kind)) is None:
+            return None
+        try:
+            if kind == "hnsw":
+                index: Index = HNSWIndex.load(path)
+            elif kind == "pca-sq8":
+                index = CompressedIndex.load(path, vectors=self.store.rows)
+            else:
+                index = ProjectedIndex.load(path, vectors=self.store.rows)
+        except (OSError, RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            warnings.warn(f"rebuilding unreadable index {path}: {e}", stacklevel=5)
+            return None
+        if index.dim != self.dim or index.kind != kind:
+            return None
+        return index
+
     def _new_index(self, params: dict[str, Any]) -> Index:
-        from snoop_nb.index import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M, HNSWIndex
+        from snoop_nb.index.sharded import ShardedIndex
+
+        shards = int(params.get("shards", 1))
+        if shards == 1:
+            return self._new_one(params, 1)
+        return ShardedIndex([self._new_one(params, shards) for _ in range(shards)])
+
+    def _new_one(self, params: dict[str, Any], shards: int) -> Index:
+        """A new empty index (one shard of ``shards``) of the manifest's kind."""
+        from snoop_nb.index import (
+            DEFAULT_EF,
+            DEFAULT_EF_CONSTRUCTION,
+            DEFAULT_M,
+            HNSWIndex,
+            compressed,
+        )
         from snoop_nb.index.projected import (
             DEFAULT_FIT_SAMPLE,
             DEFAULT_MIN_FIT,
@@ -171,10 +235,23 @@ class IndexKeeper:
             ProjectedIndex,
         )
 
+        # shards build at once, one thread each: each shard's own threads share the cores
+        threads = -1 if shards == 1 else max(1, (os.cpu_count() or 1) // shards)
+        if params["kind"] == "pca-sq8":
+            return compressed.CompressedIndex(
+                self.dim,
+                vectors=self.store.rows,
+                project_dim=params.get("project_dim", compressed.DEFAULT_CODE_DIM),
+                candidates=params.get("candidates", compressed.DEFAULT_CANDIDATES),
+                min_fit=params.get("min_fit", compressed.DEFAULT_MIN_FIT),
+                fit_sample=params.get("fit_sample", compressed.DEFAULT_FIT_SAMPLE),
+                threads=threads,
+            )
         graph = {
             "M": params.get("M", DEFAULT_M),
             "ef_construction": params.get("ef_construction", DEFAULT_EF_CONSTRUCTION),
             "ef": params.get("ef", DEFAULT_EF),
+            "threads": threads,
         }
         if params["kind"] == "hnsw":
             return HNSWIndex(self.dim, **graph)
@@ -206,6 +283,15 @@ class IndexKeeper:
                 rows = vecs if ids.size == len(vecs) else np.asarray(vecs[ids])
                 held = self._exact = (gen, ExactIndex.from_arrays(ids, rows))
             return held[1]
+
+
+def _saved_file(path: Path, kind: str) -> Path:
+    """The file every save of one index of ``kind`` at ``path`` writes (see saved_file)."""
+    if kind == "hnsw-pca":
+        return path.with_name(path.name + ".npz")
+    if kind == "pca-sq8":
+        return path.with_name(path.name + ".sq8")
+    return path
 
 
 def _identity(path: Path) -> tuple | None:
