@@ -78,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["transnetv2", "adaptive", "interval"],
         help="video shot detector (default transnetv2; adaptive is faster)",
     )
+    ix.add_argument(
+        "--dask",
+        type=_dask_scheduler,
+        default=None,
+        metavar="ADDRESS|local[:N]",
+        help="embed on a Dask cluster: a scheduler's address (tcp://host:port), or local:N "
+        "for N worker processes on this machine (needs snoop-nb[dask])",
+    )
     ix.add_argument("--quiet", action="store_true", help="no progress bar")
     ix.add_argument("--json", action="store_true", help="print the run's report as JSON")
 
@@ -275,6 +283,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _dask_scheduler(text: str) -> str | int:
+    """A Dask scheduler's address, or local[:N] as a worker count (an argparse type)."""
+    from snoop_nb.scale.cluster import parse_scheduler
+
+    try:
+        return parse_scheduler(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _version() -> str:
     from snoop_nb import __version__
 
@@ -294,19 +312,26 @@ def cmd_index(args: argparse.Namespace) -> int:
         create=True,
         model=args.model,
         pretrained=args.pretrained,
-        device=args.device,
+        device="auto" if args.dask is not None else args.device,  # --dask: the workers' device
     )
     with col:
-        report = col.add(
-            args.paths,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            progress=False if args.quiet else None,
-            max_pixels=args.max_pixels,
-            metadata=args.metadata,
-            keyframe_every=args.keyframe_every,
-            detector=args.detector,
-        )
+        options = {
+            "batch_size": args.batch_size,
+            "workers": args.workers,
+            "progress": False if args.quiet else None,
+            "max_pixels": args.max_pixels,
+            "metadata": args.metadata,
+            "keyframe_every": args.keyframe_every,
+            "detector": args.detector,
+        }
+        if args.dask is not None:
+            from snoop_nb.scale import add_distributed
+
+            report = add_distributed(
+                col, args.paths, scheduler=args.dask, device=args.device, **options
+            )
+        else:
+            report = col.add(args.paths, **options)
         summary = col.info()
         if args.json:
             out = {

@@ -333,6 +333,7 @@ class Collection:
         metadata: str | os.PathLike | None = None,
         keyframe_every: float = 10.0,
         detector: str = "transnetv2",
+        dask: Any = None,
     ) -> AddReport:
         """Add the pictures and videos found under ``paths``; files already here and unchanged
         are skipped.
@@ -349,8 +350,30 @@ class Collection:
         or absolute), its other columns (``channel``, ``date``, ``title``, ...) become the
         video's and its keyframes' metadata, kept up to date on each run that gives it.
 
+        ``dask`` embeds on a Dask cluster instead, with the same result: ``"local:N"``, a
+        scheduler's address or a ``distributed.Client`` (see
+        :func:`snoop_nb.scale.add_distributed`).
+
         >>> col.add(["archive/"], metadata="archive/videos.csv")  # doctest: +SKIP
+        >>> col.add(["archive/"], dask="local:4")                 # doctest: +SKIP
         """
+        if dask is not None:
+            from snoop_nb.scale import add_distributed
+
+            return add_distributed(
+                self,
+                paths,
+                scheduler=dask,
+                batch_size=batch_size,
+                workers=workers,
+                progress=progress,
+                meta=meta,
+                update_index=update_index,
+                max_pixels=max_pixels,
+                metadata=metadata,
+                keyframe_every=keyframe_every,
+                detector=detector,
+            )
         return self._adder.add_files(
             paths,
             lambda: self.embedder,

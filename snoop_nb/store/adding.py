@@ -277,32 +277,7 @@ class Adder:
         ahead of the embedder, and commit each one whole, in discovery order."""
         from snoop_nb.embed.pipeline import decode_size, default_workers
 
-        videos = Videos(self.catalog)
-        known = videos.known()
-        todo: list[tuple[Path, bytes, tuple[int | None, int | None], int | None]] = []
-        seen: set[bytes] = set()
-        for p in found:
-            p = Path(os.path.abspath(p))
-            key = os.fsencode(p)
-            if key in seen:
-                continue
-            seen.add(key)
-            report.discovered += 1
-            try:
-                st = p.stat()
-                size, mtime = st.st_size, st.st_mtime_ns
-            except OSError:
-                size = mtime = None
-            hit = known.get(key)
-            prior = None
-            if hit is not None:
-                prior, was_size, was_mtime, status, _ = hit
-                if status == "error":
-                    report.retried += 1
-                elif was_size == size and was_mtime == mtime:
-                    report.skipped += 1
-                    continue
-            todo.append((p, key, (size, mtime), prior))
+        todo, known = self._plan_videos(found, report)
         if not todo:
             return
         emb = embedder()
@@ -360,6 +335,42 @@ class Adder:
             if bar is not None:
                 bar.close()
 
+    def _plan_videos(
+        self, found: Iterable[Path], report: AddReport
+    ) -> tuple[
+        list[tuple[Path, bytes, tuple[int | None, int | None], int | None]],
+        dict[bytes, tuple[int, int | None, int | None, str, dict[str, Any]]],
+    ]:
+        """Which discovered videos need analysing: ``(path, key, (size, mtime), prior video
+        id)`` each, with what the catalog knows of its videos. The rules of :meth:`_plan`:
+        unchanged ones are skipped, changed ones replaced, failed ones tried again."""
+        known = Videos(self.catalog).known()
+        todo: list[tuple[Path, bytes, tuple[int | None, int | None], int | None]] = []
+        seen: set[bytes] = set()
+        for p in found:
+            p = Path(os.path.abspath(p))
+            key = os.fsencode(p)
+            if key in seen:
+                continue
+            seen.add(key)
+            report.discovered += 1
+            try:
+                st = p.stat()
+                size, mtime = st.st_size, st.st_mtime_ns
+            except OSError:
+                size = mtime = None
+            hit = known.get(key)
+            prior = None
+            if hit is not None:
+                prior, was_size, was_mtime, status, _ = hit
+                if status == "error":
+                    report.retried += 1
+                elif was_size == size and was_mtime == mtime:
+                    report.skipped += 1
+                    continue
+            todo.append((p, key, (size, mtime), prior))
+        return todo, known
+
     @staticmethod
     def _probe_all(paths: list[Path]) -> list[VideoInfo | None]:
         """Each video's probe (None where it fails: its analysis records why)."""
@@ -377,7 +388,7 @@ class Adder:
     def _commit_video(
         self,
         vec_file,
-        emb: Embedder,
+        emb: Embedder | None,
         got: Analysed,
         key: bytes,
         stats: tuple[int | None, int | None],
@@ -386,9 +397,11 @@ class Adder:
         report: AddReport,
         batch_size: int,
         workers: int | None,
+        vectors: np.ndarray | None = None,
     ) -> None:
-        """Embed one analysed video's keyframes, append their vectors durably, then write the
-        video and its keyframes in one transaction; its thumbnails follow, best effort."""
+        """Embed one analysed video's keyframes (unless their ``vectors`` were computed
+        elsewhere, e.g. on a Dask worker), append their vectors durably, then write the video
+        and its keyframes in one transaction; its thumbnails follow, best effort."""
         videos = Videos(self.catalog)
         uri = readable(key)
         size, mtime = stats
@@ -412,9 +425,11 @@ class Adder:
             videos.commit(key, values, [], rows=first, prior=prior)
             return
         assert got.shots is not None and info is not None
-        vectors = emb.encode_images(
-            got.frames, batch_size=batch_size, workers=workers, progress=False
-        )
+        if vectors is None:
+            assert emb is not None
+            vectors = emb.encode_images(
+                got.frames, batch_size=batch_size, workers=workers, progress=False
+            )
         shots = got.shots.shots
         values.update(
             status="ok",
