@@ -3,7 +3,10 @@
 An embedder turns pictures and texts into vectors of one space: L2-normalised float16 rows of
 ``dim`` columns, so that a dot product is a cosine similarity. Backends implement three small
 hooks (``preprocess``, ``_encode_batch``, ``_encode_texts``); batching, decoding workers,
-normalisation and progress bars are shared (see :mod:`snoop_nb.embed.pipeline`).
+normalisation and progress bars are shared (see :mod:`snoop_nb.embed.pipeline`). A backend that
+runs on PyTorch may also take tensors (:meth:`Embedder.encode_tensor`, and
+:meth:`Embedder.tensor_preprocess` for pictures decoded on its device): the pipeline then puts
+batches together in reused, pinned buffers and keeps the device busy while it reads the next.
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ from __future__ import annotations
 import functools
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 ImageSource = Any  # a path, bytes, a PIL image or an HxWxC uint8 array
 
@@ -56,6 +62,21 @@ class Embedder(ABC):
     @abstractmethod
     def _encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Texts to (N, dim) float32 vectors in the image space (not necessarily normalised)."""
+
+    # --- optional hooks: the tensor path ------------------------------------------------
+    #: Where :meth:`encode_tensor` computes (``"cpu"``, ``"cuda"``...), or None for a backend
+    #: with only the numpy hook, whose batches then go to :meth:`_encode_batch` as arrays.
+    tensor_device: str | None = None
+
+    def encode_tensor(self, batch: torch.Tensor) -> torch.Tensor:
+        """A float32 NCHW batch (on the host or the device) to (N, dim) features on
+        :attr:`tensor_device`, not normalised; on CUDA they may still be being computed."""
+        raise NotImplementedError(f"{type(self).__name__} takes numpy batches only")
+
+    def tensor_preprocess(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """:meth:`preprocess` for an upright RGB uint8 CHW tensor, computed on its device, or
+        None when the backend has none (its pictures are then all decoded on the CPU)."""
+        return None
 
     # --- public API ---------------------------------------------------------------------
     def encode_images(

@@ -22,7 +22,9 @@ NUMPY_MAX_VALUES = 1 << 23
 _NUMPY_BLOCK = 2048
 
 
-def score_matrix(vectors: np.ndarray, weights: np.ndarray, bias: float = 0.0) -> np.ndarray:
+def score_matrix(
+    vectors: np.ndarray, weights: np.ndarray, bias: float = 0.0, *, device: str = "auto"
+) -> np.ndarray:
     """``vectors @ weights + bias`` over float16 rows, as float32, to float16 precision.
 
     No float32 copy of the corpus is ever made. Up to :data:`NUMPY_MAX_VALUES` values the rows
@@ -31,16 +33,27 @@ def score_matrix(vectors: np.ndarray, weights: np.ndarray, bias: float = 0.0) ->
     float16 matrix-vector kernel reads the (memory-mapped) rows directly with float32
     accumulation, ~25x faster (100,000 rows: 7 ms against 175 ms). PyTorch is imported only
     then: it costs a process ~280 MB of private memory, too much for each of a class's
-    dashboard kernels on a small collection. Exact float32 scores of the best candidates come from :func:`rescore`.
+    dashboard kernels on a small collection. Exact float32 scores of the best candidates come
+    from :func:`rescore`.
+
+    ``device``: ``"auto"`` runs that kernel on a CUDA GPU when one is there and the rows fit
+    in its free memory with a margin (:func:`snoop_nb.index.exact.vector_device`), where they
+    stay between calls (a growing collection sends only its new rows); ``"cpu"`` never uses a
+    GPU; ``"cuda"`` always does (even below the threshold). Every device gives the CPU's scores
+    to float16 rounding.
     """
     rows = np.asarray(vectors)
     if rows.dtype != np.float16:
         rows = rows.astype(np.float16)
+    elif isinstance(vectors, np.memmap):
+        rows = vectors  # a map keeps its file's name: a GPU then holds it once, and grows it
     if len(rows) == 0:
         return np.zeros(0, np.float32)
-    if rows.size <= NUMPY_MAX_VALUES:
+    if device in ("auto", "cpu") and rows.size <= NUMPY_MAX_VALUES:
         return _score_numpy(rows, weights, bias)
-    return _score_torch(rows, weights, bias)
+    from snoop_nb.index.exact import vector_device
+
+    return _score_torch(rows, weights, bias, vector_device(device, rows.nbytes))
 
 
 def _score_numpy(rows: np.ndarray, weights: np.ndarray, bias: float) -> np.ndarray:
@@ -57,16 +70,18 @@ def _score_numpy(rows: np.ndarray, weights: np.ndarray, bias: float) -> np.ndarr
     return out
 
 
-def _score_torch(rows: np.ndarray, weights: np.ndarray, bias: float) -> np.ndarray:
-    import warnings
-
+def _score_torch(
+    rows: np.ndarray, weights: np.ndarray, bias: float, device: str = "cpu"
+) -> np.ndarray:
+    """The float16 kernel on ``device``: the rows in place on the CPU, held on a GPU."""
     import torch
 
-    with warnings.catch_warnings():  # a read-only memory map is only ever read here
-        warnings.simplefilter("ignore", UserWarning)
-        m = torch.from_numpy(rows)
-    w = torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32)).to(torch.float16)
-    out = (m @ w).float().numpy()
+    from snoop_nb.index.exact import RESIDENT
+
+    m = RESIDENT.get(rows, device)
+    w = torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32).reshape(-1))
+    with torch.inference_mode():
+        out = (m @ w.to(m.device, torch.float16)).float().cpu().numpy()
     out += np.float32(bias)
     return out
 

@@ -265,23 +265,25 @@ class IndexKeeper:
         )
 
     # --- the exact index ----------------------------------------------------------------
-    def exact(self) -> Index:
-        """An exact index over the live vectors, kept until the items change (it converts the
-        vectors to float32 once, on its first search, when they fit its cache)."""
+    def exact(self, device: str = "auto") -> Index:
+        """An exact index over the live vectors on ``device``, kept until the items change or
+        another device is asked for. It scores the memory map in place: numpy converts the
+        live rows to float32 once, on its first search, when they fit its cache; a GPU holds
+        the whole map once, shared with classifier scoring, and is sent only new rows."""
         from snoop_nb.index import ExactIndex
 
         held = self._exact
         gen = self.catalog.generation()
-        if held is not None and held[0] == gen:
+        if held is not None and held[0] == gen and getattr(held[1], "device", None) == device:
             return held[1]
         with self._lock:
             held = self._exact
             gen, ids = self.catalog.live()
-            if held is None or held[0] != gen:
+            if held is None or held[0] != gen or getattr(held[1], "device", None) != device:
                 vecs = self.store.view()
-                # no gaps: score the memory map in place; else gather the live rows
-                rows = vecs if ids.size == len(vecs) else np.asarray(vecs[ids])
-                held = self._exact = (gen, ExactIndex.from_arrays(ids, rows))
+                live = None if ids.size == len(vecs) else ids  # row i is item id i
+                index = ExactIndex.from_arrays(ids, vecs, rows=live, device=device)
+                held = self._exact = (gen, index)
             return held[1]
 
 
