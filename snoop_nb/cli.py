@@ -86,6 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="embed on a Dask cluster: a scheduler's address (tcp://host:port), or local:N "
         "for N worker processes on this machine (needs snoop-nb[dask])",
     )
+    ix.add_argument(
+        "--index",
+        dest="index_kind",
+        default=None,
+        choices=["hnsw", "hnsw-pca", "pca-sq8"],
+        help="the index: hnsw-pca (the default above 256 dimensions), hnsw, or pca-sq8 "
+        "(compressed codes, for millions of items); on an existing collection, a different "
+        "choice rebuilds its index",
+    )
+    ix.add_argument(
+        "--shards",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="split the index into N shards, built and searched in parallel (default 1)",
+    )
     ix.add_argument("--quiet", action="store_true", help="no progress bar")
     ix.add_argument("--json", action="store_true", help="print the run's report as JSON")
 
@@ -307,14 +323,20 @@ def cmd_index(args: argparse.Namespace) -> int:
         raise UsageError(f"{missing[0]}: no such file or directory")
     if args.metadata is not None and not Path(args.metadata).is_file():
         raise UsageError(f"--metadata {args.metadata}: no such file")
+    wanted = {"kind": args.index_kind, "shards": args.shards}
     col = open_collection(
         args.collection,
         create=True,
         model=args.model,
         pretrained=args.pretrained,
         device="auto" if args.dask is not None else args.device,  # --dask: the workers' device
+        index_params={k: v for k, v in wanted.items() if v is not None},
     )
     with col:
+        if col.index_differs(**wanted):
+            col.reindex(**wanted)
+            if not args.json:
+                _print(f"index: rebuilt as {col.describe_index()}")
         options = {
             "batch_size": args.batch_size,
             "workers": args.workers,
@@ -453,9 +475,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             )
         _print(f"bad files   {len(info['errors'])}")
         _print(f"model       {info['model']}  ({info['embedder']}, dim {info['dim']})")
-        _print(
-            f"index       {info['index'].get('kind')}  {info['index'].get('bytes', 0) / 1e6:.1f} MB"
-        )
+        _print(f"index       {col.describe_index()}  {info['index'].get('bytes', 0) / 1e6:.1f} MB")
         for err in info["errors"][:20]:
             _print(f"  {err['uri']}: {err['reason']}")
         if len(info["errors"]) > 20:

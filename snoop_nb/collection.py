@@ -45,6 +45,7 @@ store, writer lock, index upkeep, adding); it is the one object users hold.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
@@ -448,6 +449,49 @@ class Collection:
         """An exact index over the live vectors, kept until the items change (it converts the
         vectors to float32 once, on its first search, when they fit its cache)."""
         return self._keeper.exact()
+
+    def describe_index(self) -> str:
+        """The index's kind and shards in words, e.g. ``pca-sq8 (4 shards)``."""
+        entry = {"kind": "hnsw", **self.manifest.get("index", {})}
+        shards = int(entry.get("shards", 1))
+        return entry["kind"] + (f" ({shards} shards)" if shards > 1 else "")
+
+    def index_differs(self, *, kind: str | None = None, shards: int | None = None) -> bool:
+        """Whether ``kind`` or ``shards`` (None: any) differ from the manifest's index."""
+        entry = {"kind": "hnsw", **self.manifest.get("index", {})}
+        return (kind is not None and kind != entry["kind"]) or (
+            shards is not None and int(shards) != int(entry.get("shards", 1))
+        )
+
+    def reindex(self, **params: Any) -> Index:
+        """Rebuild the index as another kind or shard count (``kind``, ``shards``, and the
+        kind's parameters, as ``index_params`` of :func:`open_collection`), from the vectors.
+
+        Under the writer lock: the manifest's index entry is rewritten (atomically), the old
+        index files deleted, and the new index built and saved. Items, vectors and labels are
+        untouched. Other processes that hold the collection open keep their index in memory
+        until they open it again.
+
+        >>> col.reindex(kind="pca-sq8", shards=4)   # doctest: +SKIP
+        """
+        from snoop_nb.index.base import atomic_write
+
+        old = self.manifest.get("index", {})
+        given = {k: v for k, v in params.items() if v is not None}
+        # the kind's own parameters carry over when the kind stays
+        keep = old if given.get("kind", old.get("kind")) == old.get("kind") else {}
+        with writer_lock(self.root):
+            manifest = read_manifest(self.root / layout.MANIFEST_NAME)
+            manifest["index"] = index_entry(self.dim, {**keep, **given})
+            text = json.dumps(manifest, indent=2)
+            atomic_write(self.root / layout.MANIFEST_NAME, lambda t: Path(t).write_text(text))
+            self.manifest.clear()
+            self.manifest.update(manifest)  # the keeper holds the same dict
+            self._keeper.forget()
+            for p in self.root.iterdir():
+                if layout.is_index_file(p.name):
+                    p.unlink(missing_ok=True)
+            return self._keeper.sync(save=True)
 
     def sync_index(self, *, save: bool = True) -> Index:
         """Make the index hold exactly the catalog's live items; save it if asked.

@@ -394,3 +394,119 @@ def test_the_projected_kind_still_loads_as_before(tmp_path, rows):
     assert isinstance(col.index, ProjectedIndex)
     assert json.loads((tmp_path / "c" / "manifest.json").read_text())["index"]["kind"] == "hnsw-pca"
     col.close()
+
+
+def test_reindex_changes_the_kind_and_keeps_items_and_labels(tmp_path, rows):
+    col = make_collection(tmp_path / "c", rows, kind="hnsw")
+    s = col.session("ann", "some")
+    s.label([1, 2], +1)
+    s.label([3], -1)
+    before = col.ok_ids()
+    assert not col.index_differs(kind="hnsw", shards=1)
+    assert col.index_differs(kind="pca-sq8")
+    index = col.reindex(kind="pca-sq8", shards=2, project_dim=16, min_fit=500)
+    assert index.kind == "pca-sq8" and index.n_shards == 2
+    assert col.describe_index() == "pca-sq8 (2 shards)"
+    names = {p.name for p in col.root.iterdir() if p.name.startswith("index.hnsw")}
+    assert "index.hnsw" not in names and "index.hnsw.shards.json" in names  # the graph is gone
+    assert (col.ok_ids() == before).all()
+    assert s.counts() == {"pos": 2, "neg": 1}
+    q = rows[[10, 4000]].astype(np.float32)
+    ex_ids, _ = col.exact_index().search(q, 10)
+    assert recall_at_10(col.index.search(q, 10)[0], ex_ids) >= 0.97
+    col.close()
+    col = open_collection(tmp_path / "c")
+    assert col.manifest["index"]["kind"] == "pca-sq8" and col.manifest["index"]["shards"] == 2
+    assert col.index.n_shards == 2
+    # back to one shard of the same kind: the kind's parameters are kept
+    col.reindex(shards=1)
+    assert "shards" not in col.manifest["index"] and col.manifest["index"]["project_dim"] == 16
+    assert isinstance(col.index, CompressedIndex)
+    col.close()
+
+
+def test_the_cli_makes_and_rebuilds_a_compressed_sharded_index(tmp_path, tiny_clip, photo_set):
+    import subprocess
+    import sys
+
+    def snoop(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "snoop_nb.cli", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    root = tmp_path / "c"
+    model = ("--model", tiny_clip["model"], "--pretrained", tiny_clip["pretrained"])
+    made = snoop("index", tmp_path / "photos", "--collection", root, *model, "--index",
+                 "pca-sq8", "--shards", "2", "--quiet")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    entry = json.loads((root / "manifest.json").read_text())["index"]
+    assert (entry["kind"], entry["shards"]) == ("pca-sq8", 2)
+    info = snoop("info", "--collection", root)
+    assert "pca-sq8 (2 shards)" in info.stdout
+    again = snoop("index", tmp_path / "photos", "--collection", root, "--shards", "3", "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert "index: rebuilt as pca-sq8 (3 shards)" in again.stdout
+    assert json.loads((root / "manifest.json").read_text())["index"]["shards"] == 3
+    found = snoop("search", "--collection", root, "--item", "0", "-k", "3", "--json")
+    assert found.returncode == 0, found.stderr
+    assert len(json.loads(found.stdout)) == 3
+    bad = snoop("index", tmp_path / "photos", "--collection", root, "--index", "ivf")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def _trained_session(col, rows, name):
+    full = rows.astype(np.float32)
+    near = np.argsort(-(full @ full[7]))
+    s = col.session("ann", name, seed=1)
+    s.label(near[:15], +1)
+    s.label(near[-40:], -1)
+    s.train()
+    return s
+
+
+def test_codes_stand_in_for_the_vectors_in_whole_corpus_passes(tmp_path, rows, monkeypatch):
+    """Above CODES_ABOVE items, `uncertain` and `apply` read the codes, not every vector, and
+    give what the exact passes give."""
+    from snoop_nb.learn import session as session_mod
+
+    col = make_collection(tmp_path / "c", rows, kind="pca-sq8", project_dim=16, min_fit=500)
+    s = _trained_session(col, rows, "near-seven")
+    exact_uncertain = s.suggest(20, "uncertain")["id"].tolist()
+    exact_applied = s.apply(0.5)
+    exact_set = set(s.applied()["item_id"])
+    monkeypatch.setattr(session_mod, "CODES_ABOVE", 1000)
+    calls = []
+    real = CompressedIndex.approximate_scores
+    monkeypatch.setattr(
+        CompressedIndex,
+        "approximate_scores",
+        lambda self, *a, **kw: calls.append(kw) or real(self, *a, **kw),
+    )
+    assert s._codes() is col.index
+    by_codes = s.suggest(20, "uncertain")["id"].tolist()
+    assert calls and calls[0].get("sample") == session_mod.UNCERTAIN_POOL
+    assert len(set(by_codes) & set(exact_uncertain)) >= 18
+    assert s.apply(0.5) == exact_applied
+    assert set(s.applied()["item_id"]) == exact_set
+    # a pool smaller than the corpus: still the nearest of what it drew, re-scored exactly
+    monkeypatch.setattr(session_mod, "UNCERTAIN_POOL", 1500)
+    pooled = s.suggest(20, "uncertain")["id"].to_numpy()
+    w, b = s._direction()
+    exact = np.abs(rows[pooled].astype(np.float32) @ w + b)
+    assert np.all(np.diff(exact) >= -1e-6)  # in order of exact distance to the boundary
+    col.close()
+
+
+def test_the_error_bound_covers_the_codes_error(rows):
+    idx = compressed(rows, project_dim=16)
+    idx.add(np.arange(len(rows)), rows)
+    w = rows[7].astype(np.float32) * 5 - rows.astype(np.float32).mean(0)
+    _, approx = idx.approximate_scores(w)
+    exact = rows.astype(np.float32) @ w
+    assert np.abs(approx - exact).max() <= idx.error_bound(w)
+    ids, part = idx.approximate_scores(w, sample=500, seed=3)
+    assert len(ids) == 500 and (np.diff(ids) > 0).all()
+    np.testing.assert_allclose(part, approx[ids], rtol=1e-5, atol=1e-5)

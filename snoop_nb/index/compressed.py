@@ -62,6 +62,16 @@ _CHUNK = 65536
 SUFFIX = ".sq8"
 
 
+def _dot(rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """float16 ``rows`` dotted with float32 ``q``, in float32: PyTorch's vectorised float16
+    conversion, 3-5x faster than numpy's on a thousand 1280-d candidates (a big collection's
+    process has PyTorch loaded anyway: it embeds with it)."""
+    import torch
+
+    m = torch.from_numpy(np.ascontiguousarray(rows, np.float16))
+    return (m.float() @ torch.from_numpy(np.ascontiguousarray(q, np.float32))).numpy()
+
+
 def _faiss():
     try:
         import faiss
@@ -192,7 +202,7 @@ class CompressedIndex(Index):
         for s, found in enumerate(found_ids):
             if found.size == 0:
                 continue
-            sims = _f32(self._rows(found)) @ q[s]
+            sims = _dot(self._rows(found), q[s])
             pos, vals = top_k(sims[None, :], k)
             ids[s, : pos.shape[1]] = found[pos[0]]
             scores[s, : pos.shape[1]] = clip_scores(vals[0])
@@ -224,31 +234,67 @@ class CompressedIndex(Index):
         return pos
 
     # --- scoring the whole corpus -------------------------------------------------------
-    def approximate_scores(self, weights) -> tuple[np.ndarray, np.ndarray]:
-        """Ids of every live item and ``weights . x`` from the codes (not exact: the 8-bit
-        projection's error; a model's ranking, not its probabilities to the digit)."""
+    def approximate_scores(
+        self, weights, *, sample: int | None = None, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Ids of the live items (all, or ``sample`` drawn at random) and ``weights . x`` from
+        their codes, by id. Estimates (the 8-bit projection's error, see :meth:`error_bound`):
+        for choosing what to re-score exactly. About 0.3 s per million codes on two cores."""
         w = np.asarray(weights, np.float32).reshape(-1)
         with self._lock:
             if self._codes is None:
                 live = np.sort(self._pos_id[self._pos_id >= 0])
+                if sample is not None and sample < live.size:
+                    rng = np.random.default_rng(seed)
+                    live = np.sort(rng.choice(live, sample, replace=False))
                 return live, _f32(self._rows(live)) @ w
             codes = self._code_view()
-            vmin, vdiff = self._ranges()
-            wp = w @ self.projection_
-            # decoded x_j = vmin_j + (c_j + 0.5) / 255 * vdiff_j (faiss's 8-bit uniform rule)
-            a = (wp * vdiff / 255.0).astype(np.float32)
-            const = float(wp @ vmin + 0.5 * a.sum())
-            out = np.empty(len(codes), np.float32)
-            block = np.empty((min(_CHUNK, len(codes)), self.project_dim), np.float32)
-            for i in range(0, len(codes), _CHUNK):
-                part = block[: len(codes[i : i + _CHUNK])]
-                np.copyto(part, codes[i : i + _CHUNK])
+            pos = np.flatnonzero(self._pos_id >= 0)
+            if sample is not None and sample < pos.size:
+                rng = np.random.default_rng(seed)
+                pos = np.sort(rng.choice(pos, sample, replace=False))
+            a, const = self._linear(w)
+            out = np.empty(pos.size, np.float32)
+            block = np.empty((min(_CHUNK, pos.size), self.project_dim), np.float32)
+            whole = pos.size == len(codes)
+            for i in range(0, pos.size, _CHUNK):
+                rows = codes[i : i + _CHUNK] if whole else codes[pos[i : i + _CHUNK]]
+                part = block[: len(rows)]
+                np.copyto(part, rows)
                 np.dot(part, a, out=out[i : i + len(part)])
             out += np.float32(const)
-            keep = self._pos_id >= 0
-            ids, s = self._pos_id[keep], out[keep]
+            ids = self._pos_id[pos]
         order = np.argsort(ids)
-        return ids[order], s[order]
+        return ids[order], out[order]
+
+    def _linear(self, w: np.ndarray) -> tuple[np.ndarray, float]:
+        """``(a, c)`` such that ``codes @ a + c`` is ``w`` dotted with the decoded projections:
+        faiss's 8-bit rule decodes ``x_j = vmin_j + (c_j + 0.5) / 255 * vdiff_j``."""
+        vmin, vdiff = self._ranges()
+        wp = w @ self.projection_
+        a = (wp * vdiff / 255.0).astype(np.float32)
+        return a, float(wp @ vmin + 0.5 * a.sum())
+
+    @property
+    def fitted(self) -> bool:
+        """Whether the codes exist (else searches are exact)."""
+        return self._codes is not None
+
+    def error_bound(self, weights, *, sample: int = 4096, seed: int = 0) -> float:
+        """A bound on ``|codes' score - exact score|`` for ``weights``: 1.5x the largest error
+        on a random sample of live items (0 while searches are exact)."""
+        w = np.asarray(weights, np.float32).reshape(-1)
+        with self._lock:
+            if self._codes is None:
+                return 0.0
+            live_pos = np.flatnonzero(self._pos_id >= 0)
+            rng = np.random.default_rng(seed)
+            pos = np.sort(rng.choice(live_pos, min(sample, live_pos.size), replace=False))
+            a, const = self._linear(w)
+            approx = self._code_view()[pos].astype(np.float32) @ a + const
+            ids = self._pos_id[pos]
+        exact = _f32(self._rows(ids)) @ w
+        return float(1.5 * np.abs(approx - exact).max()) + 1e-4
 
     def _code_view(self) -> np.ndarray:
         """The codes as a (positions, project_dim) uint8 array, a view (no copy)."""

@@ -135,13 +135,27 @@ class ShardedIndex(Index):
             return False
         return i >= 0 and i in self.shards[i % self.n_shards]
 
-    def approximate_scores(self, weights) -> tuple[np.ndarray, np.ndarray]:
-        """Every live id and its score from the shards' codes (``pca-sq8`` shards only)."""
-        parts = self._each(lambda i: self.shards[i].approximate_scores(weights))  # type: ignore[attr-defined]
+    def approximate_scores(
+        self, weights, *, sample: int | None = None, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Live ids (all, or about ``sample`` at random) and their scores from the shards'
+        codes (``pca-sq8`` shards only), by id."""
+        each = None if sample is None else -(-sample // self.n_shards)
+        parts = self._each(
+            lambda i: self.shards[i].approximate_scores(weights, sample=each, seed=seed + i)  # type: ignore[attr-defined]
+        )
         ids = np.concatenate([p[0] for p in parts])
         scores = np.concatenate([p[1] for p in parts])
         order = np.argsort(ids)
         return ids[order], scores[order]
+
+    @property
+    def fitted(self) -> bool:
+        return all(getattr(s, "fitted", False) for s in self.shards)
+
+    def error_bound(self, weights, **kw) -> float:
+        """The largest of the shards' bounds (``pca-sq8`` only)."""
+        return max(self._each(lambda i: self.shards[i].error_bound(weights, **kw)))  # type: ignore[attr-defined]
 
     # --- persistence --------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

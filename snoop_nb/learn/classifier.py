@@ -44,6 +44,15 @@ def probability(scores: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(scores, np.float64)))
 
 
+def logit(p: float) -> float:
+    """The score whose :func:`probability` is ``p`` (infinite at 0 and 1)."""
+    if p <= 0:
+        return -np.inf
+    if p >= 1:
+        return np.inf
+    return float(np.log(p / (1.0 - p)))
+
+
 def make_estimator(C: float = 1.0, seed: int = 0):
     """The default estimator: L2-regularised logistic regression.
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from snoop_nb.errors import UsageError
 from snoop_nb.learn import classifier
-from snoop_nb.learn.rank import exact_scores, top_exact, top_hnsw
+from snoop_nb.learn.rank import exact_scores, rescore, top_exact, top_hnsw
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -326,9 +326,17 @@ class FeedbackSession:
             top = top_exact if len(self.col) < _big() else top_hnsw
             return top(self.col, w, b, k, exclude)[0]
         if strategy == "uncertain":
-            ids, s = exact_scores(self.col, w, b)
+            codes = self._codes()
+            if codes is not None:  # a pool drawn at random, scored by the codes: see CODES_ABOVE
+                ids, s = codes.approximate_scores(w, sample=UNCERTAIN_POOL, seed=self._draws())
+                s += np.float32(b)
+            else:
+                ids, s = exact_scores(self.col, w, b)
             keep = ~np.isin(ids, exclude)
             ids, s = ids[keep], s[keep]
+            if codes is not None and len(ids) > RESCORE_NEAR * k:  # the nearest, re-scored
+                near = ids[np.argpartition(np.abs(s), RESCORE_NEAR * k - 1)[: RESCORE_NEAR * k]]
+                ids, s = near, rescore(self.col, near, w, b)
             order = np.argsort(np.abs(s), kind="stable")[:k]
             return ids[order]
         # diverse: round robin over the neighbourhoods of the relevant items
@@ -362,14 +370,53 @@ class FeedbackSession:
         m = self.model()
         if m is None:
             raise UsageError(f"{self.ref} has no trained model yet: train() first")
-        ids, s = exact_scores(self.col, m.weights, m.bias)
+        codes = self._codes()
+        if codes is None:
+            ids, s = exact_scores(self.col, m.weights, m.bias)
+        else:
+            # every item scored by its codes; those that may pass, and only they, exactly
+            ids, approx = codes.approximate_scores(m.weights)
+            approx += np.float32(m.bias)
+            bar = classifier.logit(threshold) - codes.error_bound(m.weights)
+            ids = ids[approx >= bar]
+            s = np.concatenate(
+                [rescore(self.col, ids[i : i + 65536], m.weights, m.bias)
+                 for i in range(0, len(ids), 65536)]
+                or [np.zeros(0, np.float32)]
+            )  # fmt: skip
         prob = classifier.probability(s)
         keep = prob >= threshold
         return self.kb.set_applied(self.ref, ids[keep], prob[keep], m.id)
 
+    def _codes(self):
+        """The collection's compressed index when it is big enough for its codes to stand in
+        for the full vectors in whole-corpus passes (:data:`CODES_ABOVE`), else None."""
+        if len(self.col) <= CODES_ABOVE:
+            return None
+        index = self.col.index
+        if getattr(index, "fitted", False) and hasattr(index, "approximate_scores"):
+            return index
+        return None
+
+    def _draws(self) -> int:
+        """A seed that changes with every label: each round draws another pool."""
+        pos, neg = self._labelled()
+        return self.seed + len(pos) + len(neg)
+
     def applied(self) -> pd.DataFrame:
         """The items this class was applied to, with their probability."""
         return self.kb.applied(self.ref)
+
+
+#: Above this many items, a collection with compressed codes (``pca-sq8``) lets its codes
+#: stand in for the full vectors where a pass over the whole corpus would read them all
+#: (10M items: 25.6 GB): ``uncertain`` then looks in a random pool of :data:`UNCERTAIN_POOL`
+#: items scored by their codes and re-scores the :data:`RESCORE_NEAR` x k nearest the boundary
+#: exactly; ``apply`` scores every item by its codes and re-scores exactly those within the
+#: codes' error bound of the threshold or above it.
+CODES_ABOVE = 1_000_000
+UNCERTAIN_POOL = 200_000
+RESCORE_NEAR = 20
 
 
 def _big() -> int:
