@@ -121,6 +121,9 @@ class Collection:
         self._embedder_lock = threading.Lock()
         self._kb = None
         self._kb_lock = threading.Lock()
+        #: (corpus size, ids, their float16 vectors): the random reservoir feedback sessions
+        #: draw pseudo-negatives from in a large corpus (see FeedbackSession._reservoir)
+        self._pseudo_reservoir: tuple[int, np.ndarray, np.ndarray] | None = None
         self._catalog = Catalog(root / layout.CATALOG_NAME)
         self._store = VectorStore(root / "vectors.f16", int(manifest["dim"]), self._catalog.rows)
         self._keeper = IndexKeeper(root, manifest, self._catalog, self._store)
@@ -191,7 +194,7 @@ class Collection:
     def vectors_of(self, ids: Iterable[int]) -> np.ndarray:
         """The vectors of ``ids`` as float32 rows."""
         ids = check_ids(ids, self.rows)
-        return np.asarray(self.vectors[ids], dtype=np.float32)
+        return np.asarray(self._store.rows(ids), dtype=np.float32)  # the random-access map
 
     def _vector_rows(self, rows: np.ndarray) -> np.ndarray:
         return self._store.rows(rows)

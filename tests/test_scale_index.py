@@ -510,3 +510,41 @@ def test_the_error_bound_covers_the_codes_error(rows):
     ids, part = idx.approximate_scores(w, sample=500, seed=3)
     assert len(ids) == 500 and (np.diff(ids) > 0).all()
     np.testing.assert_allclose(part, approx[ids], rtol=1e-5, atol=1e-5)
+
+
+def test_a_large_corpus_draws_pseudo_negatives_from_one_reservoir(tmp_path, rows, monkeypatch):
+    """Above RESERVOIR_ABOVE items, pseudo-negatives come from a fixed random reservoir whose
+    vectors are read once: the same vectors as the store's, a new draw each round."""
+    from snoop_nb.learn import session as session_mod
+
+    monkeypatch.setattr(session_mod, "RESERVOIR_ABOVE", 1000)
+    monkeypatch.setattr(session_mod, "RESERVOIR", 800)
+    col = make_collection(tmp_path / "c", rows, kind="pca-sq8", project_dim=16, min_fit=500)
+    s = col.session("ann", "res")
+    s.label([1, 2, 3], +1)
+    first = s._pseudo_negative_ids(*s._labelled())
+    size, pool, vecs = col._pseudo_reservoir
+    assert size == len(col) and len(pool) == 800 and np.isin(first, pool).all()
+    assert not np.isin([1, 2, 3], first).any()  # never a labelled item
+    np.testing.assert_array_equal(vecs, rows[pool])
+    np.testing.assert_array_equal(s._pseudo_vectors(first), rows[first].astype(np.float32))
+    s.label([4], -1)
+    again = s._pseudo_negative_ids(*s._labelled())
+    assert np.isin(again, pool).all() and set(again) != set(first)  # another draw, same pool
+    assert s.train().n_pos == 3
+    # ids outside the reservoir are read from the store
+    np.testing.assert_array_equal(s._pseudo_vectors(np.array([0])), rows[[0]].astype(np.float32))
+    col.close()
+
+
+def test_the_random_access_map_serves_the_rows_of_the_file(tmp_path, rows):
+    col = make_collection(tmp_path / "c", rows[:3000], kind="hnsw")
+    store = col._store
+    ids = np.array([2999, 5, 1234])
+    np.testing.assert_array_equal(store.rows(ids), rows[ids])
+    assert store._random is not None and len(store._random[1]) == 3000
+    col.add_vectors([f"mem://{i}" for i in range(3000, 3100)], rows[3000:3100])
+    np.testing.assert_array_equal(store.rows(np.array([3050])), rows[[3050]])  # past the map
+    assert len(store._random[1]) == 3100
+    np.testing.assert_array_equal(col.vectors_of([3099]), rows[[3099]].astype(np.float32))
+    col.close()

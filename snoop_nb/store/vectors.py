@@ -7,6 +7,8 @@ earlier serves every row it holds.
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +38,14 @@ def unit_rows(vectors, dim: int) -> np.ndarray:
     return (v / norms).astype(np.float16)
 
 
+def _advise_random(mapped: np.memmap) -> None:
+    """Tell the kernel this map is read at random (no read-ahead); a no-op where unsupported."""
+    raw = getattr(mapped, "_mmap", None)
+    if raw is not None and hasattr(mmap, "MADV_RANDOM"):
+        with contextlib.suppress(OSError):  # advice only
+            raw.madvise(mmap.MADV_RANDOM)
+
+
 class VectorStore:
     """``vectors.f16`` of one collection: ``dim`` float16 columns, row i = item id i.
 
@@ -48,6 +58,7 @@ class VectorStore:
         self.dim = int(dim)
         self.count = count
         self._map: tuple[tuple[int, int, int], np.ndarray] | None = None
+        self._random: tuple[int, np.ndarray] | None = None  # the random-access map (rows)
 
     def view(self, n: int | None = None) -> np.ndarray:
         """The first ``n`` rows (the committed ones by default) as a read-only memory map."""
@@ -74,12 +85,23 @@ class VectorStore:
         return held[1]
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
-        """float16 rows by number: the store the ``hnsw-pca`` index re-scores from. The map at
-        hand serves every row it holds; a new one is taken only for rows past it (this keeps
-        the catalog out of each search)."""
-        held = self._map
+        """float16 rows by number: the store the indexes re-score from, and what labels and
+        candidates are read through. The map at hand serves every row it holds; a new one is
+        taken only for rows past it (this keeps the catalog out of each search).
+
+        This map is advised random access (``MADV_RANDOM``): the kernel then reads the pages a
+        row lies on and not the 128 kB of read-ahead each would bring, which in a file larger
+        than memory (10M items: 25.6 GB) made 1,000 scattered rows take 150-500 ms instead of
+        15 ms. Whole-file scans go through :meth:`view`, whose map keeps the read-ahead.
+        """
+        held = self._random
         if held is None or (rows.size and int(rows.max()) >= len(held[1])):
-            return self.view()[rows]
+            n = len(self.view())
+            mapped = np.memmap(self.path, np.float16, mode="r", shape=(n, self.dim)) if n else None
+            if mapped is None:
+                return np.zeros((0, self.dim), np.float16)[rows]
+            _advise_random(mapped)
+            held = self._random = (n, mapped)
         return held[1][rows]
 
     def append(self, f: BinaryIO, block: np.ndarray) -> None:
