@@ -361,36 +361,22 @@ class Collection:
         >>> col.add(["archive/"], metadata="archive/videos.csv")  # doctest: +SKIP
         >>> col.add(["archive/"], dask="local:4")                 # doctest: +SKIP
         """
+        options = {
+            "batch_size": batch_size,
+            "workers": workers,
+            "progress": progress,
+            "meta": meta,
+            "update_index": update_index,
+            "max_pixels": max_pixels,
+            "metadata": metadata,
+            "keyframe_every": keyframe_every,
+            "detector": detector,
+        }
         if dask is not None:
             from snoop_nb.scale import add_distributed
 
-            return add_distributed(
-                self,
-                paths,
-                scheduler=dask,
-                batch_size=batch_size,
-                workers=workers,
-                progress=progress,
-                meta=meta,
-                update_index=update_index,
-                max_pixels=max_pixels,
-                metadata=metadata,
-                keyframe_every=keyframe_every,
-                detector=detector,
-            )
-        return self._adder.add_files(
-            paths,
-            lambda: self.embedder,
-            batch_size=batch_size,
-            workers=workers,
-            progress=progress,
-            meta=meta,
-            update_index=update_index,
-            max_pixels=max_pixels,
-            metadata=metadata,
-            keyframe_every=keyframe_every,
-            detector=detector,
-        )
+            return add_distributed(self, paths, scheduler=dask, **options)
+        return self._adder.add_files(paths, lambda: self.embedder, **options)
 
     def add_vectors(
         self,

@@ -404,6 +404,65 @@ class EfficientNetLite0(Embedder):
         out += self._shift
         return out
 
+    # --- the tensor path (PyTorch runtime: a GPU) ------------------------------------------
+    @property
+    def tensor_device(self) -> str | None:  # type: ignore[override]
+        """The PyTorch runtime's device (batches arrive as tensors, JPEGs may be decoded on
+        a GPU); None with ONNX Runtime, which takes numpy batches."""
+        return self.device if self.runtime == "torch" else None
+
+    def encode_tensor(self, batch):
+        """A float32 NCHW batch to pooled features on the model's device (float16 autocast on
+        a GPU; on the CPU in the slices :meth:`_torch_features` uses, for the same numbers)."""
+        torch = self._torch
+        x = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            if self.device.startswith("cuda"):
+                with torch.autocast("cuda", dtype=torch.float16):
+                    return self._net(x)
+            return torch.cat(
+                [self._net(x[i : i + _CPU_SLICE]) for i in range(0, len(x), _CPU_SLICE)]
+            )
+
+    def tensor_preprocess(self):
+        """:meth:`preprocess` on an upright RGB uint8 CHW tensor, on the tensor's device: the
+        same geometry (letterbox or centre crop), bicubic with antialiasing, rounded to 8 bits
+        like PIL's output, then ImageNet's mean and std."""
+        return self._tensor_whole if self.view == "whole" else self._tensor_crop
+
+    def _tensor_resized(self, image, width: int, height: int):
+        F = self._torch.nn.functional
+        x = image[None].float()
+        x = F.interpolate(
+            x, size=(height, width), mode="bicubic", antialias=True, align_corners=False
+        )
+        return x.round_().clamp_(0, 255)[0]
+
+    def _tensor_normalised(self, pixels):
+        torch = self._torch
+        scale = torch.from_numpy(self._scale).to(pixels.device)
+        shift = torch.from_numpy(self._shift).to(pixels.device)
+        return pixels * scale + shift
+
+    def _tensor_whole(self, image):
+        side = self.input_size
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        scale = side / max(w, h)
+        nw, nh = max(1, min(side, round(w * scale))), max(1, min(side, round(h * scale)))
+        canvas = self._torch.tensor(PAD_RGB, dtype=self._torch.float32, device=image.device)
+        canvas = canvas.view(3, 1, 1).repeat(1, side, side)
+        top, left = (side - nh) // 2, (side - nw) // 2
+        canvas[:, top : top + nh, left : left + nw] = self._tensor_resized(image, nw, nh)
+        return self._tensor_normalised(canvas)
+
+    def _tensor_crop(self, image):
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        short, crop = self.resize_size, self.input_size
+        nw, nh = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+        left, top = round((nw - crop) / 2.0), round((nh - crop) / 2.0)
+        resized = self._tensor_resized(image, nw, nh)
+        return self._tensor_normalised(resized[:, top : top + crop, left : left + crop])
+
     def _encode_batch(self, batch: np.ndarray) -> np.ndarray:
         if self._session is None:
             return self._torch_features(batch)

@@ -446,7 +446,7 @@ class FeedbackSession:
 CODES_ABOVE = 1_000_000
 #: Above this many items, pseudo-negatives are drawn from a fixed random reservoir of
 #: :data:`RESERVOIR` items (see ``_pseudo_negative_ids``).
-RESERVOIR_ABOVE = 1_000_000
+RESERVOIR_ABOVE = 100_000
 RESERVOIR = 4096
 UNCERTAIN_POOL = 200_000
 RESCORE_NEAR = 20
