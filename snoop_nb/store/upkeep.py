@@ -72,10 +72,6 @@ class IndexKeeper:
     def path(self) -> Path:
         return self.root / INDEX_NAME
 
-    @property
-    def shards(self) -> int:
-        return int(self.params.get("shards", 1))
-
     def saved_file(self, kind: str, shards: int = 1) -> Path:
         """The file every save of this kind writes (last, for ``hnsw``, ``pca-sq8`` and a
         sharded index's sidecar; first, for ``hnsw-pca``)."""
