@@ -345,30 +345,10 @@ class Adder:
         id)`` each, with what the catalog knows of its videos. The rules of :meth:`_plan`:
         unchanged ones are skipped, changed ones replaced, failed ones tried again."""
         known = Videos(self.catalog).known()
-        todo: list[tuple[Path, bytes, tuple[int | None, int | None], int | None]] = []
-        seen: set[bytes] = set()
-        for p in found:
-            p = Path(os.path.abspath(p))
-            key = os.fsencode(p)
-            if key in seen:
-                continue
-            seen.add(key)
-            report.discovered += 1
-            try:
-                st = p.stat()
-                size, mtime = st.st_size, st.st_mtime_ns
-            except OSError:
-                size = mtime = None
-            hit = known.get(key)
-            prior = None
-            if hit is not None:
-                prior, was_size, was_mtime, status, _ = hit
-                if status == "error":
-                    report.retried += 1
-                elif was_size == size and was_mtime == mtime:
-                    report.skipped += 1
-                    continue
-            todo.append((p, key, (size, mtime), prior))
+        todo = [
+            (p, key, stats, None if hit is None else hit[0])
+            for p, key, stats, hit in _needing_work(found, known, report)
+        ]
         return todo, known
 
     @staticmethod
@@ -516,34 +496,14 @@ class Adder:
         item (id, status) each one replaces. Stats taken before reading mean that a file changed
         while it is being embedded is caught as changed by the next run. A file that failed
         before is tried again whatever its stats (a decoder or a limit may have changed)."""
-        known = self.catalog.known()
         todo: list[Path] = []
         stats: list[tuple[int | None, int | None]] = []
         old: dict[bytes, tuple[int, str]] = {}
-        seen: set[bytes] = set()
-        for p in found:
-            p = Path(os.path.abspath(p))
-            key = os.fsencode(p)
-            if key in seen:
-                continue
-            seen.add(key)
-            report.discovered += 1
-            try:
-                st = p.stat()
-                size, mtime = st.st_size, st.st_mtime_ns
-            except OSError:
-                size = mtime = None
-            hit = known.get(key)
+        for p, key, st, hit in _needing_work(found, self.catalog.known(), report):
             if hit is not None:
-                item_id, was_size, was_mtime, status = hit
-                if status == "error":
-                    report.retried += 1
-                elif was_size == size and was_mtime == mtime:
-                    report.skipped += 1
-                    continue
-                old[key] = (item_id, status)
+                old[key] = (hit[0], hit[3])
             todo.append(p)
-            stats.append((size, mtime))
+            stats.append(st)
         return todo, stats, old
 
     def _commit_batch(self, vec_file, todo, stats, batch, old, meta, report) -> None:
@@ -649,6 +609,38 @@ class Adder:
             if update_index:
                 self.keeper.sync(save=True)
         return np.arange(first, first + n, dtype=np.int64)
+
+
+def _needing_work(
+    found: Iterable[Path], known: dict[bytes, tuple], report: AddReport
+) -> Iterator[tuple[Path, bytes, tuple[int | None, int | None], tuple | None]]:
+    """The planning rules of pictures and videos alike: each discovered file once (absolute
+    path), with its (size, mtime) taken before reading and what the catalog knows of it
+    (``known[key]``: id, size, mtime, status, ...; None when new), unless it is unchanged.
+    A file that failed before is tried again whatever its stats. Counts ``discovered``,
+    ``skipped`` and ``retried`` in ``report``."""
+    seen: set[bytes] = set()
+    for p in found:
+        p = Path(os.path.abspath(p))
+        key = os.fsencode(p)
+        if key in seen:
+            continue
+        seen.add(key)
+        report.discovered += 1
+        try:
+            st = p.stat()
+            size, mtime = st.st_size, st.st_mtime_ns
+        except OSError:
+            size = mtime = None
+        hit = known.get(key)
+        if hit is not None:
+            _, was_size, was_mtime, status = hit[:4]
+            if status == "error":
+                report.retried += 1
+            elif was_size == size and was_mtime == mtime:
+                report.skipped += 1
+                continue
+        yield p, key, (size, mtime), hit
 
 
 def _uri_key(uri: str | bytes | os.PathLike) -> bytes:
