@@ -35,7 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     ix = sub.add_parser("index", help="add the images and videos under PATH... to a collection")
-    ix.add_argument("paths", nargs="+", metavar="PATH", help="image or video files, or folders")
+    ix.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="image or video files, folders, .txt/.csv lists of paths or URLs, IIIF manifests "
+        "(.json files or http(s) URLs)",
+    )
     ix.add_argument("--collection", required=True, metavar="DIR")
     ix.add_argument(
         "--model",
@@ -101,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="split the index into N shards, built and searched in parallel (default 1)",
+    )
+    ix.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        metavar="R",
+        help="remote pictures: at most R requests per second per host (default 5)",
+    )
+    ix.add_argument(
+        "--refresh",
+        action="store_true",
+        help="fetch manifests and remote pictures again, even those cached or indexed",
     )
     ix.add_argument("--quiet", action="store_true", help="no progress bar")
     ix.add_argument("--json", action="store_true", help="print the run's report as JSON")
@@ -317,8 +335,9 @@ def _version() -> str:
 
 def cmd_index(args: argparse.Namespace) -> int:
     from snoop_nb.collection import open_collection
+    from snoop_nb.sources import has_sources, is_url
 
-    missing = [p for p in args.paths if not os.path.lexists(p)]
+    missing = [p for p in args.paths if not is_url(p) and not os.path.lexists(p)]
     if missing:
         raise UsageError(f"{missing[0]}: no such file or directory")
     if args.metadata is not None and not Path(args.metadata).is_file():
@@ -346,6 +365,11 @@ def cmd_index(args: argparse.Namespace) -> int:
             "keyframe_every": args.keyframe_every,
             "detector": args.detector,
         }
+        if has_sources(args.paths):
+            fetch = {"refresh": args.refresh}
+            if args.rate is not None:
+                fetch["rate"] = args.rate
+            options["fetch"] = fetch
         if args.dask is not None:
             from snoop_nb.scale import add_distributed
 

@@ -338,9 +338,19 @@ class Collection:
         keyframe_every: float = 10.0,
         detector: str = "transnetv2",
         dask: Any = None,
+        fetch: dict[str, Any] | None = None,
     ) -> AddReport:
         """Add the pictures and videos found under ``paths``; files already here and unchanged
         are skipped.
+
+        ``paths`` may also hold lists and remote sources (see :mod:`snoop_nb.sources`): a
+        ``.txt`` or ``.csv`` list of paths or URLs (a CSV's other columns become metadata), a
+        IIIF manifest or collection (a ``.json`` file or an ``http(s)`` URL) whose pictures
+        are fetched through the Image API at the size the embedder needs, or a picture's URL.
+        Remote pictures are keyed by their URL and cached in ``<collection>/remote/``; those
+        already here are not fetched again. ``fetch`` sets how (:class:`snoop_nb.sources.
+        Fetcher`'s options: ``rate`` requests per second per host, default 5; ``timeout``;
+        ``retries``; ``workers``; ``refresh=True`` fetches everything again).
 
         Bad files are recorded (see :meth:`errors`) and never stop the run; a file that failed
         before is tried again (``report.retried``). ``meta(path)`` may give each new picture
@@ -372,6 +382,27 @@ class Collection:
             "keyframe_every": keyframe_every,
             "detector": detector,
         }
+        from snoop_nb.sources import has_sources
+
+        paths = list(paths)
+        if has_sources(paths):
+            if dask is not None:
+                raise UsageError("dask takes folders and files: add lists and manifests without it")
+            from snoop_nb.sources import CACHE_DIR, fetch_side, prepare
+
+            got = prepare(
+                paths,
+                cache=self.root / CACHE_DIR,
+                known=self._catalog.known(),
+                side=lambda: fetch_side(self.embedder),
+                fetch=fetch,
+            )
+            options["meta"] = got.meta_for(meta)
+            report = self._adder.add_files(
+                got.paths, lambda: self.embedder, remote=got.remote, **options
+            )
+            got.settle(report)
+            return report
         if dask is not None:
             from snoop_nb.scale import add_distributed
 

@@ -199,8 +199,11 @@ class Adder:
         metadata: str | os.PathLike | None = None,
         keyframe_every: float = 10.0,
         detector: str = "transnetv2",
+        remote: Sequence[Any] = (),
     ) -> AddReport:
-        """See :meth:`snoop_nb.collection.Collection.add`."""
+        """See :meth:`snoop_nb.collection.Collection.add`. ``remote`` are items keyed apart
+        from their file (:class:`snoop_nb.sources.Remote`: a URL and its cached copy, or a
+        listed file and why it is missing), embedded with the discovered pictures."""
         from snoop_nb.embed.pipeline import embed_stream
         from snoop_nb.media.discover import discover_media, is_video_name
 
@@ -221,6 +224,9 @@ class Adder:
         with writer_lock(self.root):
             self.store.trim(self.catalog.rows())
             todo, stats, old = self._plan(iter(images), report)
+            keys = failed = None
+            if remote:
+                keys, failed = self._plan_remote(remote, todo, stats, old, report)
             batches: Iterable = ()
             if todo:  # nothing new: no model to load
                 batches = embed_stream(
@@ -233,8 +239,10 @@ class Adder:
                 )
             last_save = time.monotonic()
             with self.store.open_for_append() as vec_file:
+                if failed:
+                    self._commit_batch(vec_file, *failed, old, meta, report, keys=failed[0])
                 for batch in batches:
-                    self._commit_batch(vec_file, todo, stats, batch, old, meta, report)
+                    self._commit_batch(vec_file, todo, stats, batch, old, meta, report, keys)
                     if update_index and time.monotonic() - last_save > INDEX_SAVE_EVERY:
                         self.keeper.sync(save=True)
                         last_save = time.monotonic()
@@ -506,10 +514,54 @@ class Adder:
             stats.append(st)
         return todo, stats, old
 
-    def _commit_batch(self, vec_file, todo, stats, batch, old, meta, report) -> None:
+    def _plan_remote(self, remote, todo, stats, old, report):
+        """Add the ``remote`` items that have a file to ``todo`` (and their stats, and the
+        item each replaces to ``old``); returns the catalog keys of all of ``todo``, and the
+        failed ones as ``(keys, stats, batch of errors)`` for :meth:`_commit_batch`. A URL
+        catalogued ok that cannot be fetched again is kept as it is, with a warning."""
+        from snoop_nb.embed.pipeline import Batch
+
+        known = self.catalog.known()
+        keys = [os.fsencode(p) for p in todo]
+        seen = set(keys)
+        f_keys: list[bytes] = []
+        f_stats: list[tuple[int | None, int | None]] = []
+        f_batch = Batch(vectors=np.zeros((0, self.store.dim), np.float16))
+        for r in remote:
+            if r.key in seen:
+                continue
+            seen.add(r.key)
+            report.discovered += 1
+            hit = known.get(r.key)
+            if hit is not None and hit[3] == "error":
+                report.retried += 1
+            if r.path is None:
+                if hit is not None and hit[3] == "ok":
+                    report.skipped += 1
+                    report.warnings.append((readable(r.key), f"kept as it was: {r.error}"))
+                    continue
+                if hit is not None:
+                    old[r.key] = (hit[0], hit[3])
+                f_batch.errors.append((len(f_keys), MediaError(r.error or "not fetched")))
+                f_keys.append(r.key)
+                f_stats.append((None, None))
+                continue
+            if hit is not None:
+                old[r.key] = (hit[0], hit[3])
+            try:
+                st = os.stat(r.path)
+                stats.append((st.st_size, st.st_mtime_ns))
+            except OSError:
+                stats.append((None, None))
+            todo.append(Path(r.path))
+            keys.append(r.key)
+        return keys, ((f_keys, f_stats, f_batch) if f_keys else None)
+
+    def _commit_batch(self, vec_file, todo, stats, batch, old, meta, report, keys=None) -> None:
         """Append one batch's vectors durably, then catalogue it in one transaction. A file
         that fails again keeps its row (its error is updated): a new row would only add a
-        zero vector per run."""
+        zero vector per run. ``keys[i]`` is ``todo[i]``'s catalog key where it is not the
+        file's path (a URL)."""
         entries = sorted(
             [
                 (i, "ok", info, vec)
@@ -524,10 +576,10 @@ class Adder:
         updated, fresh = [], []
         for e in entries:
             i, status, what, _ = e
-            key = os.fsencode(todo[i])
+            key = keys[i] if keys is not None else os.fsencode(todo[i])
             prior = old.get(key)
             if status == "error":
-                report.errors.append((readable(todo[i]), what.reason))
+                report.errors.append((readable(key), what.reason))
                 if prior is not None and prior[1] == "error":
                     size, mtime = stats[i]
                     updated.append((what.reason, size, mtime, now, prior[0]))
@@ -538,7 +590,7 @@ class Adder:
         records, deleted = [], []
         for row, (i, status, what, vec) in enumerate(fresh):
             path = todo[i]
-            key = os.fsencode(path)
+            key = keys[i] if keys is not None else os.fsencode(path)
             size, mtime = stats[i]
             values: dict[str, Any] = {"size": size, "mtime_ns": mtime, "status": status}
             if status == "ok":
@@ -552,7 +604,7 @@ class Adder:
                 )
             else:
                 values["error"] = what.reason
-            records.append(_record(first + row, key, readable(path), now, **values))
+            records.append(_record(first + row, key, readable(key), now, **values))
             prior = old.get(key)
             if prior is not None:
                 deleted.append(prior[0])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -92,6 +93,10 @@ ITEM_COLUMNS = (
     "meta",
     "added",
 )
+
+
+#: A catalog key that is a URL (``scheme://...``), not a file path.
+_URL_KEY = re.compile(rb"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def readable(path: str | bytes | os.PathLike) -> str:
@@ -256,12 +261,23 @@ class Catalog:
         return expand_meta(df)
 
     def paths(self, ids: Iterable[int]) -> dict[int, Path]:
-        """The source file of each known item, by id (the exact path, undecodable bytes kept)."""
+        """The source file of each known item, by id (the exact path, undecodable bytes kept;
+        for an item keyed by a URL, its copy in the collection's cache)."""
+        from snoop_nb.sources.fetch import CACHE_DIR, cache_file
+
         rows = self.db.execute(
             "SELECT id, path FROM items WHERE id IN (SELECT value FROM json_each(?))",
             (json.dumps([int(i) for i in ids]),),
         ).fetchall()
-        return {int(i): Path(os.fsdecode(bytes(p))) for i, p in rows}
+        cache = self.path.parent / CACHE_DIR
+        out = {}
+        for i, p in rows:
+            key = bytes(p)
+            if _URL_KEY.match(key):
+                out[int(i)] = cache_file(cache, key.decode("utf-8", "surrogateescape"))
+            else:
+                out[int(i)] = Path(os.fsdecode(key))
+        return out
 
     def errors(self) -> list[dict[str, str]]:
         """The files that could not be read: ``[{"uri": ..., "reason": ...}]`` (pictures, then
