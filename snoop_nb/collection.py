@@ -396,6 +396,7 @@ class Collection:
                 known=self._catalog.known(),
                 side=lambda: fetch_side(self.embedder),
                 fetch=fetch,
+                progress=progress,
             )
             options["meta"] = got.meta_for(meta)
             report = self._adder.add_files(

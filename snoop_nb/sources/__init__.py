@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,12 +160,14 @@ def prepare(
     known: dict[bytes, tuple],
     side: Callable[[], int],
     fetch: Fetcher | dict[str, Any] | None = None,
+    progress: bool | None = None,
 ) -> Prepared:
     """Read the lists and manifests among ``paths``, and fetch the remote pictures that the
     catalog (``known``: key -> (id, size, mtime, status, ...)) does not hold yet into
     ``cache``. ``side()`` (called only if a IIIF picture is to be fetched) is the short side
     wanted. ``fetch`` is a :class:`Fetcher` or its options (``rate``, ``timeout``, ``retries``,
-    ``workers``, ``refresh``, ...). Folders and files pass through to ``paths``.
+    ``workers``, ``refresh``, ...). Folders and files pass through to ``paths``. ``progress``
+    shows a bar over the pictures fetched (default: when there are several).
 
     Raises :class:`UsageError` for a local list or manifest that cannot be read.
     """
@@ -252,21 +255,32 @@ def prepare(
         if w.meta:
             out.meta[key] = w.meta
         todo.append(w)
+    served = any(w.image is not None and w.image.service is not None for w in todo)
+    wanted_side = int(side()) if served else 0
+
+    def request(w: _Want) -> str | FetchError:
+        if w.image is None or w.image.service is None:
+            return w.key
+        try:  # may read the service's info.json (level 0): in threads, as the pictures are
+            return image_request(w.image, wanted_side, fetcher)
+        except FetchError as e:
+            return e
+
     jobs: list[Job] = []
-    wanted_side: int | None = None
-    for w in todo:
-        url = w.key
-        if w.image is not None and w.image.service is not None:
-            if wanted_side is None:
-                wanted_side = int(side())
-            try:
-                url = image_request(w.image, wanted_side, fetcher)
-            except FetchError as e:
+    with ThreadPoolExecutor(fetcher.workers, thread_name_prefix="snoop-iiif") as pool:
+        for w, url in zip(todo, pool.map(request, todo), strict=True):
+            if isinstance(url, FetchError):
                 key = w.key.encode("utf-8", "surrogateescape")
-                out.remote.append(Remote(key, None, f"image service: {e.reason}"))
-                continue
-        jobs.append(Job(url, w.key))
-    for job, path, error in fetcher.fetch_many(jobs):
+                out.remote.append(Remote(key, None, f"image service: {url.reason}"))
+            else:
+                jobs.append(Job(url, w.key))
+    results = fetcher.fetch_many(jobs)
+    bar = None
+    if progress if progress is not None else len(jobs) > 1:
+        from tqdm.auto import tqdm
+
+        bar = results = tqdm(results, total=len(jobs), desc="fetching", unit="img")
+    for job, path, error in results:
         key = job.cache_key.encode("utf-8", "surrogateescape")
         if path is None:
             reason = error.reason if error is not None else "not fetched"
@@ -276,6 +290,8 @@ def prepare(
         else:
             out.remote.append(Remote(key, path, None))
             out._files[os.fspath(path)] = key
+    if bar is not None:
+        bar.close()
     out.requests = fetcher.requests - before
     if not isinstance(fetch, Fetcher):
         fetcher.close()
