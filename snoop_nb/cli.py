@@ -174,6 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--collection", required=True, metavar="DIR")
     inf.add_argument("--json", action="store_true")
 
+    mp = sub.add_parser(
+        "map", help="build the collection's visual map (UMAP), cached for the UI and dashboard"
+    )
+    mp.add_argument("--collection", required=True, metavar="DIR")
+    mp.add_argument("--rebuild", action="store_true", help="fit again, even if one is cached")
+    mp.add_argument(
+        "--sample", type=_positive, metavar="N", help="fit UMAP on at most N items (20000)"
+    )
+    mp.add_argument("--neighbors", type=_positive, metavar="K", help="UMAP's n_neighbors (15)")
+    mp.add_argument("--seed", type=int, metavar="S", help="random seed (0)")
+    mp.add_argument("--json", action="store_true")
+
     def class_parser(
         name: str, help: str, *, class_required: bool = True
     ) -> argparse.ArgumentParser:
@@ -504,6 +516,37 @@ def cmd_info(args: argparse.Namespace) -> int:
             _print(f"  {err['uri']}: {err['reason']}")
         if len(info["errors"]) > 20:
             _print(f"  ... and {len(info['errors']) - 20} more (see --json)")
+    return 0
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    import time
+
+    from snoop_nb.collection import open_collection
+    from snoop_nb.vmap import load_map, visual_map
+
+    params = {"sample": args.sample, "n_neighbors": args.neighbors, "seed": args.seed}
+    t0 = time.perf_counter()
+    with open_collection(args.collection) as col:
+        cached = None if args.rebuild else load_map(col, **params)
+        if cached is not None and not cached.stale:
+            m, built = cached, False
+        else:
+            m = visual_map(col, rebuild=True, **params)
+            built = True
+    out = {
+        "path": str(m.path),
+        "items": len(m),
+        "fitted": int(m.fitted.size),
+        "added_since_build": m.added,
+        "built": built,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    if args.json:
+        _print_json(out)
+    else:
+        how = f"built in {out['seconds']:.1f} s" if built else "up to date (cached)"
+        _print(f"map  {out['path']}: {out['items']} items, {how}")
     return 0
 
 
@@ -858,6 +901,7 @@ COMMANDS = {
     "search": cmd_search,
     "shots": cmd_shots,
     "info": cmd_info,
+    "map": cmd_map,
     "label": cmd_label,
     "train": cmd_train,
     "rank": cmd_rank,

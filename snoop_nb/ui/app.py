@@ -24,6 +24,7 @@ from snoop_nb.ui.trainer import ClassTrainer
 
 if TYPE_CHECKING:
     from snoop_nb.ui.videos import VideoPanel
+    from snoop_nb.ui.vmap import MapView
 
 
 def visitor_user() -> str | None:
@@ -76,6 +77,7 @@ class App(v.Sheet):
         self.trainer: ClassTrainer | None = None
         self.explorer: ClassExplorer | None = None
         self.tabs: v.Tabs | None = None
+        self.map_view: MapView | None = None
         self.user_chip = v.Chip(children=["no user"], size="small", class_="snoop-user")
         self.body = v.Container(fluid=True, children=[], class_="snoop-body")
         title = v.Html(
@@ -161,7 +163,10 @@ class App(v.Sheet):
         tab_list = [
             v.Tab(value="search", children=["Search and label"], class_="snoop-tab-search"),
             v.Tab(value="explore", children=["Explore a class"], class_="snoop-tab-explore"),
+            v.Tab(value="map", children=["Map"], class_="snoop-tab-map"),
         ]
+        # the map is made when its tab is first opened, from the cached layout (snoop.vmap)
+        self.map_page = v.WindowItem(value="map", children=[], class_="snoop-map-page")
         video_pages = []
         if self.video_col is not None:
             from snoop_nb.ui.videos import VideoPanel
@@ -188,6 +193,7 @@ class App(v.Sheet):
                     ],
                 ),
                 v.WindowItem(value="explore", children=[explorer]),
+                self.map_page,
                 *video_pages,
             ],
         )
@@ -213,6 +219,31 @@ class App(v.Sheet):
             session = self.trainer.session
             if session is not None:
                 self.explorer.show_class(str(session.ref))
+        if change["new"] == "map":
+            self.show_map()
+
+    def show_map(self) -> MapView:
+        """The "Map" tab's :class:`~snoop_nb.ui.vmap.MapView`, made on first use, coloured
+        for the class chosen in the trainer; its results go to the grid's tab."""
+        from snoop_nb.ui.vmap import MapView
+
+        session = self.trainer.session if self.trainer is not None else None
+        if self.map_view is None:
+            view = MapView(self.col, session=session, grid=self.grid, k=self.k)
+
+            def show(frame, text: str) -> None:
+                self.grid.show(frame, text=text)
+                self.tabs.v_model = "search"
+
+            view.on_results(show)
+            view.on_label(lambda ids, value: self.grid.refresh_labels())
+            self.map_view = view
+            self.map_page.children = [view]
+        elif session is not self.map_view.session:
+            self.map_view.session = session
+        else:
+            self.map_view.recolour()  # labels given in the grid since
+        return self.map_view
 
 
 def _create_class(trainer: ClassTrainer, name: str) -> str | None:
