@@ -403,6 +403,9 @@ class Collection:
                 got.paths, lambda: self.embedder, remote=got.remote, **options
             )
             got.settle(report)
+            if got.meta:  # a list's columns edited since: items already here get them too
+                with writer_lock(self.root):
+                    report.meta_updated = self._catalog.patch_meta(got.meta.items())
             return report
         if dask is not None:
             from snoop_nb.scale import add_distributed

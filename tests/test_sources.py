@@ -531,6 +531,15 @@ def test_csv_list_of_local_paths_and_urls_with_metadata(site, col, tmp_path):
     )
     assert "HTTP 404" in errors[f"{site.base}/static/none.jpg"]
     assert any("width" in m for _, m in report.warnings)
+    # the list edited: items already here get its columns, without being embedded again
+    listing.write_text(
+        f"image,shelf,year\npics/cat.jpg,A9,1901\n{site.base}/static/astronaut.jpg,B2,1969\n"
+    )
+    site.clear()
+    edited = col.add([listing], progress=False)
+    assert (edited.added, edited.skipped, edited.meta_updated) == (0, 2, 1)
+    assert "metadata of 1 items updated" in str(edited) and site.requests() == []
+    assert col.items().set_index("uri").loc[cat, "shelf"] == "A9"
     # the text list: comments, blank lines, a URL already indexed
     text = folder / "more.txt"
     text.write_text(f"# pictures\n\npics/cat.jpg\n{site.base}/static/astronaut.jpg\n")

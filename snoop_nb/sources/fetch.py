@@ -136,18 +136,21 @@ def _retry(retries: int, backoff: float):
             after = super().get_retry_after(response)
             return None if after is None else min(after, MAX_RETRY_AFTER)
 
-    return _CappedRetry(
-        total=retries,
-        connect=retries,
-        read=retries,
-        status=retries,
-        backoff_factor=backoff,
-        backoff_max=30.0,
-        status_forcelist=RETRY_STATUSES,
-        allowed_methods=frozenset({"GET", "HEAD"}),
-        respect_retry_after_header=True,
-        raise_on_status=False,
-    )
+    options = {
+        "total": retries,
+        "connect": retries,
+        "read": retries,
+        "status": retries,
+        "backoff_factor": backoff,
+        "status_forcelist": RETRY_STATUSES,
+        "allowed_methods": frozenset({"GET", "HEAD"}),
+        "respect_retry_after_header": True,
+        "raise_on_status": False,
+    }
+    try:
+        return _CappedRetry(backoff_max=30.0, **options)
+    except TypeError:  # urllib3 1.26: the longest backoff is a class attribute (120 s)
+        return _CappedRetry(**options)
 
 
 class Fetcher:

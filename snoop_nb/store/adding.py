@@ -61,8 +61,10 @@ class AddReport:
     pictures and videos; ``added`` counts items (pictures and keyframes). ``videos`` are the
     videos analysed and committed by this run (new or replaced), holding ``keyframes`` of the
     items added and ``hours`` of video; ``metadata_updated`` the videos whose sidecar fields
-    changed without being analysed again; ``warnings`` are ``(uri or CSV, message)`` pairs
-    (a truncated video's, a sidecar row naming no video of the collection, ...).
+    changed without being analysed again; ``meta_updated`` the items whose metadata a list's
+    columns changed (see :mod:`snoop_nb.sources`) without being embedded again; ``warnings``
+    are ``(uri or CSV, message)`` pairs (a truncated video's, a sidecar row naming no video of
+    the collection, ...).
     """
 
     discovered: int = 0
@@ -77,6 +79,7 @@ class AddReport:
     hours: float = 0.0
     metadata_updated: int = 0
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    meta_updated: int = 0
 
     def __str__(self) -> str:
         videos = ""
@@ -85,6 +88,8 @@ class AddReport:
         meta = (
             f", metadata of {self.metadata_updated} videos updated" if self.metadata_updated else ""
         )
+        if self.meta_updated:
+            meta += f", metadata of {self.meta_updated} items updated"
         return (
             f"{self.added} added{videos}, {self.replaced} replaced, {self.skipped} unchanged, "
             f"{self.retried} retried, {len(self.errors)} bad files{meta}, "

@@ -329,6 +329,20 @@ class Catalog:
                 [(patch, int(i)) for i in ids],
             )
 
+    def patch_meta(self, changes: Iterable[tuple[bytes, dict[str, Any]]]) -> int:
+        """Merge each ``(path key, values)`` into the metadata of that live item, in one
+        transaction; returns how many items it changed (an unchanged one is not counted)."""
+        db = self.db
+        before = db.total_changes
+        with db:
+            db.executemany(
+                "UPDATE items SET meta = json_patch(coalesce(meta, '{}'), ?1) "
+                "WHERE path = ?2 AND status = 'ok' "
+                "AND json(coalesce(meta, '{}')) != json_patch(coalesce(meta, '{}'), ?1)",
+                [(json.dumps(values), bytes(key)) for key, values in changes if values],
+            )
+        return db.total_changes - before
+
     def commit(
         self,
         records: Sequence[tuple],
