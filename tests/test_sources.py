@@ -578,3 +578,26 @@ def test_cli_index_on_a_manifest_url(site, tmp_path, tiny_clip, capsys):
     assert main([*args[:-1], f"{site.base}/m9/manifest.json"]) == 0  # a manifest not there
     out = json.loads(capsys.readouterr().out)
     assert out["added"] == 0 and "404" in out["warnings"][0]["message"]
+
+
+def test_services_named_by_context_profile_or_nothing():
+    from snoop_nb.sources.iiif import _service
+
+    gallica = {
+        "@id": "https://gallica.bnf.fr/iiif/ark:/12148/b1/f3/full/full/0/native.jpg",
+        "service": {
+            "@context": "http://iiif.io/api/image/1/context.json",
+            "@id": "https://gallica.bnf.fr/iiif/ark:/12148/b1/f3",
+            "profile": "http://library.stanford.edu/iiif/image-api/1.1/compliance.html#level2",
+        },
+    }
+    assert _service(gallica) == ("https://gallica.bnf.fr/iiif/ark:/12148/b1/f3", 1, 2)
+    bare = {"@id": gallica["@id"], "service": {"@id": "https://h/i/"}}
+    assert _service(bare) == ("https://h/i", 1, None)  # told by native.jpg
+    v3 = {"id": "https://h/j/full/max/0/default.jpg", "service": [{"id": "https://h/j"}]}
+    assert _service(v3) == ("https://h/j", 3, None)
+    auth = {
+        "id": "https://h/k.jpg",
+        "service": [{"id": "https://h/login", "type": "AuthCookieService1"}],
+    }
+    assert _service(auth) is None

@@ -192,7 +192,10 @@ def _v3_bodies(canvas: dict) -> list[Any]:
 
 
 def _service(body: dict) -> tuple[str, int, int | None] | None:
-    """``(base URI, Image API version, level)`` of a body's first image service."""
+    """``(base URI, Image API version, level)`` of a body's first image service. A service
+    that says neither its type, context nor profile is taken for an image service whose
+    version the image's URL tells (``native.jpg``: 1.1, ``/max/``: 3, else 2)."""
+    unnamed = None
     for svc in _list(body.get("service")):
         if not isinstance(svc, dict):
             continue
@@ -209,11 +212,17 @@ def _service(body: dict) -> tuple[str, int, int | None] | None:
         elif "level" in profile.lower() or kind.startswith("ImageService"):
             version = 2
         else:
+            if not (kind or context or profile) and base and unnamed is None:
+                unnamed = base
             continue  # another kind of service (auth, search)
         if not base:
             continue
         match = _LEVEL.search(profile)
         return base.rstrip("/"), version, int(match.group(1)) if match else None
+    if unnamed is not None:
+        url = _id(body)
+        version = 1 if url.endswith("/native.jpg") else 3 if "/full/max/" in url else 2
+        return unnamed.rstrip("/"), version, None
     return None
 
 
