@@ -396,6 +396,13 @@ def test_gallica_like_manifest_with_image_api_1_1_service(site, col, tiny_embedd
     assert min(next(iter(sizes))) >= side
 
 
+def test_remote_sources_are_refused_with_dask_before_any_cluster(site, col):
+    from snoop_nb.errors import UsageError
+
+    with pytest.raises(UsageError, match="dask takes folders and files"):
+        col.add([f"{site.base}/m3/manifest.json"], dask="local:1")
+
+
 def test_image_requests_per_api_version_and_level():
     full = IIIFImage("k", service="https://h/i", width=4000, height=3000)
     assert image_request(IIIFImage("https://h/a.jpg"), 256) == "https://h/a.jpg"

@@ -16,7 +16,8 @@ the URL, as :meth:`Collection.add_vectors` stores URLs), and its bytes live in t
 collection's cache, ``<collection>/remote/`` (:func:`snoop_nb.sources.fetch.cache_file` of the
 URL), which :meth:`Collection.paths` returns for it, so thumbnails, search, labels and export
 read the cached file like any other. A URL already catalogued (status ok) is not fetched
-again: a remote picture is taken to be immutable (``refresh`` fetches again, the cache too).
+again: a remote picture is taken to be immutable, and a manifest read once is read from the
+cache after (``refresh`` fetches both again: a manifest's new pages, a changed picture).
 A picture that cannot be fetched (an HTTP error, a timeout after the retries, a body that is
 no picture) or a listed file that does not exist is recorded as a bad file with its reason,
 and tried again by the next run, like a file that failed to decode.
