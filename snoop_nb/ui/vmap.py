@@ -330,6 +330,8 @@ class MapView(v.VuetifyTemplate):
         uri = str(self.col.paths([item_id]).get(item_id, ""))
         values = self._values.get("order")
         value = None if values is None else values[i]
+        if self.color_by == "labels" and value is not None:
+            value = {1: "relevant", -1: "not relevant"}.get(int(value), "unlabelled")
         with self.hold_sync():
             self.hover_thumb = [thumb] if thumb else []
             self.hover = {
