@@ -9,6 +9,11 @@ Labels are an append-only log: setting a label adds a row, clearing one adds a r
 and the current label of an item in a class is the latest row. Nothing is ever overwritten, so
 the history of a class can always be replayed.
 
+A class its owner shares as *collaborative* (``share(..., collaborative=True)``) is labelled by
+several users: each user's current label of an item (their *vote*: that user's latest row for
+it) is kept apart from the others', and :meth:`KnowledgeBase.aggregate` weighs the votes by each
+user's reliability, estimated from their agreement (:mod:`snoop_nb.learn.aggregate`).
+
 >>> kb = collection.kb                                  # doctest: +SKIP
 >>> kb.create_class("alice", "red cars")                # doctest: +SKIP
 >>> kb.label("alice", "red cars", [12, 40], +1)         # doctest: +SKIP
@@ -32,6 +37,8 @@ from snoop_nb.errors import UsageError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from snoop_nb.learn.aggregate import Aggregate
 
 SOURCES = ("click", "import", "rule")
 MAX_NAME = 200
@@ -74,6 +81,12 @@ CREATE TABLE IF NOT EXISTS models (
     quality   TEXT NOT NULL      -- JSON: cross-validated estimates
 );
 CREATE INDEX IF NOT EXISTS models_class ON models(class_id, id);
+-- classes their owner opened to every user's labels (collaborative); a table of its own, so
+-- that catalogs written before it need no migration
+CREATE TABLE IF NOT EXISTS collaborative_classes (
+    class_id INTEGER PRIMARY KEY REFERENCES classes(id),
+    time     REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS applied (
     class_id INTEGER NOT NULL REFERENCES classes(id),
     item_id  INTEGER NOT NULL,
@@ -87,7 +100,8 @@ CREATE TABLE IF NOT EXISTS applied (
 
 @dataclass(frozen=True)
 class ClassRef:
-    """A visual class: its id, owner's name, name, description and sharing state."""
+    """A visual class: its id, owner's name, name, description and sharing state
+    (``collaborative``: shared, and every user may label it)."""
 
     id: int
     owner: str
@@ -96,6 +110,7 @@ class ClassRef:
     shared: bool
     created: float
     copied_from: int | None = None
+    collaborative: bool = False
 
     def __str__(self) -> str:
         return f"{self.owner}/{self.name}"
@@ -273,6 +288,8 @@ class KnowledgeBase:
                 other = self.get_class(user, name)
             except UsageError:
                 other = None
+            if other is not None and other.owner != user and other.collaborative and exist_ok:
+                return other  # open to contributions: labelled as it is, not copied
             if other is not None and other.owner != user:
                 raise UsageError(
                     f"{other} is {other.owner}'s shared class: copy it into your own classes "
@@ -323,18 +340,25 @@ class KnowledgeBase:
 
     def _find_class(self, owner: str, name: str) -> ClassRef | None:
         row = self._db.execute(
-            "SELECT c.id, u.name, c.name, c.description, c.shared, c.created, c.copied_from "
-            "FROM classes c JOIN users u ON u.id = c.owner WHERE u.name = ? AND c.name = ?",
+            _CLASS_COLUMNS
+            + "FROM classes c JOIN users u ON u.id = c.owner WHERE u.name = ? AND c.name = ?",
             (owner, name),
         ).fetchone()
         return _class_ref(row) if row else None
 
+    def class_by_id(self, class_id: int) -> ClassRef:
+        """The class of id ``class_id`` as it is now (e.g. after its owner shared it)."""
+        row = self._db.execute(
+            _CLASS_COLUMNS + "FROM classes c JOIN users u ON u.id = c.owner WHERE c.id = ?",
+            (int(class_id),),
+        ).fetchone()
+        if row is None:
+            raise UsageError(f"no class with id {class_id}")
+        return _class_ref(row)
+
     def classes(self, user: str | None = None, *, shared: bool = True) -> list[ClassRef]:
         """``user``'s classes (and, with ``shared``, the classes others share); all if no user."""
-        sql = (
-            "SELECT c.id, u.name, c.name, c.description, c.shared, c.created, c.copied_from "
-            "FROM classes c JOIN users u ON u.id = c.owner"
-        )
+        sql = _CLASS_COLUMNS + "FROM classes c JOIN users u ON u.id = c.owner"
         if user is None:
             rows = self._db.execute(sql + " ORDER BY u.name, c.name").fetchall()
         else:
@@ -345,11 +369,29 @@ class KnowledgeBase:
             ).fetchall()
         return [_class_ref(r) for r in rows]
 
-    def share(self, user: str, name: str, shared: bool = True) -> ClassRef:
-        """Share ``user``'s class read-only with everyone (or stop sharing it)."""
+    def share(
+        self, user: str, name: str, shared: bool = True, *, collaborative: bool | None = None
+    ) -> ClassRef:
+        """Share ``user``'s class read-only with everyone (or stop sharing it).
+
+        ``collaborative=True`` shares it open to every user's labels: each contributor's votes
+        are kept apart and aggregated (:meth:`aggregate`); ``False`` makes it read-only again,
+        keeping every vote given. ``None`` leaves that as it is. Renaming, sharing, applying
+        and deleting stay the owner's.
+
+        >>> kb.share("alice", "boats", collaborative=True)       # doctest: +SKIP
+        >>> kb.label("bob", "alice/boats", [4], +1)              # bob's vote  # doctest: +SKIP
+        """
         ref = self._own(user, name)
         with self._write() as db:
             db.execute("UPDATE classes SET shared = ? WHERE id = ?", (int(shared), ref.id))
+            if collaborative:
+                db.execute(
+                    "INSERT OR IGNORE INTO collaborative_classes (class_id, time) VALUES (?, ?)",
+                    (ref.id, time.time()),
+                )
+            elif collaborative is not None:
+                db.execute("DELETE FROM collaborative_classes WHERE class_id = ?", (ref.id,))
         return self.get_class(user, ref.name)
 
     def copy_class(self, user: str, source: str, new_name: str | None = None) -> ClassRef:
@@ -452,6 +494,16 @@ class KnowledgeBase:
             )
         return out
 
+    def _labellable(self, user: str, name: str) -> ClassRef:
+        """``user``'s own class ``name``, or a collaborative class shared as ``owner/name``."""
+        ref = self.get_class(user, name)
+        if ref.owner != check_name("user", user, new=False) and not ref.collaborative:
+            raise UsageError(
+                f"{ref} belongs to {ref.owner}: copy it to change it (or ask {ref.owner} to "
+                "open it to contributions: kb.share(..., collaborative=True))"
+            )
+        return ref
+
     def _own(self, user: str, name: str) -> ClassRef:
         ref = self.get_class(user, name)
         if ref.owner != check_name("user", user, new=False):
@@ -470,6 +522,8 @@ class KnowledgeBase:
     ) -> int:
         """Set the label of items in ``user``'s class: +1 relevant, -1 not, 0 cleared.
 
+        ``class_name`` may also be a collaborative class another user shares
+        (``"owner/name"``): the rows are then ``user``'s votes, kept apart from the others'.
         Committed before returning. Returns the number of label rows written.
         """
         if value not in (-1, 0, 1):
@@ -481,7 +535,7 @@ class KnowledgeBase:
             if isinstance(item_ids, (int, np.integer))
             else [int(i) for i in item_ids]
         )
-        ref = self._own(user, class_name)
+        ref = self._labellable(user, class_name)
         uid = self.user_id(user)
         now = time.time()
         with self._write() as db:
@@ -492,18 +546,66 @@ class KnowledgeBase:
             )
         return len(ids)
 
-    def labels(self, ref: ClassRef) -> pd.DataFrame:
-        """Current labels of a class: item_id, value (+1/-1), time, source, user."""
+    def labels(self, ref: ClassRef, user: str | None = None) -> pd.DataFrame:
+        """Current labels of a class: item_id, value (+1/-1), time, source, user.
+
+        A class labelled by one user: that user's latest row per item (0 = cleared, left
+        out). By several (collaborative): the latest vote given of each item (see
+        :meth:`votes`; :meth:`aggregate` weighs them instead). ``user``: that user's own votes.
+        """
+        votes = self.votes(ref, user)
+        if user is None:  # the latest vote given of each item
+            votes = votes.sort_values("row", kind="stable").drop_duplicates("item_id", keep="last")
+        return votes.sort_values("item_id", kind="stable").reset_index(drop=True)[
+            ["item_id", "value", "time", "source", "user"]
+        ]
+
+    def votes(self, ref: ClassRef, user: str | None = None) -> pd.DataFrame:
+        """Each user's current label of each item of a class (their latest row, cleared ones
+        left out): item_id, user, value (+1/-1), time, source, row (the label log's id).
+
+        Only a collaborative class has several users' votes; ``user``: only theirs.
+        """
         import pandas as pd
 
-        return pd.read_sql_query(
-            "SELECT l.item_id, l.value, l.time, l.source, u.name AS user FROM labels l "
-            "JOIN users u ON u.id = l.user_id WHERE l.class_id = ? AND l.id = ("
-            "SELECT max(id) FROM labels WHERE class_id = l.class_id AND item_id = l.item_id) "
-            "AND l.value != 0 ORDER BY l.item_id",
-            self._db,
-            params=(ref.id,),
+        sql = (
+            "SELECT l.item_id, u.name AS user, l.value, l.time, l.source, l.id AS row "
+            "FROM labels l JOIN users u ON u.id = l.user_id WHERE l.class_id = ? AND l.id = ("
+            "SELECT max(id) FROM labels WHERE class_id = l.class_id AND item_id = l.item_id "
+            "AND user_id = l.user_id) AND l.value != 0"
         )
+        params: tuple = (ref.id,)
+        if user is not None:
+            sql += " AND u.name = ?"
+            params += (check_name("user", user, new=False),)
+        return pd.read_sql_query(sql + " ORDER BY l.item_id, u.name", self._db, params=params)
+
+    def voters(self, ref: ClassRef) -> list[str]:
+        """The users with a current vote in a class, by name."""
+        return sorted(set(self.votes(ref)["user"]))
+
+    def aggregate(self, ref: ClassRef, method: str = "dawid-skene") -> Aggregate:
+        """The votes of a class aggregated into one label per item, each user weighed by a
+        reliability estimated from agreement (``"dawid-skene"``), or one vote each
+        (``"majority"``); see :func:`snoop_nb.learn.aggregate.aggregate`.
+
+        >>> agg = kb.aggregate(ref)                   # doctest: +SKIP
+        >>> agg.items.head()      # item_id, label, probability, votes, positive, agreement
+        >>> agg.users             # user, labels, sensitivity, specificity, reliability
+        """
+        from snoop_nb.learn.aggregate import aggregate
+
+        return aggregate(self.votes(ref), method)
+
+    def reliability(self, ref: ClassRef, method: str = "dawid-skene") -> pd.DataFrame:
+        """Each voter's estimated reliability in a class, most reliable first: user, labels
+        (how many it rests on), positive, sensitivity, specificity, reliability (their mean)."""
+        return self.aggregate(ref, method).users
+
+    def disagreements(self, ref: ClassRef, method: str = "dawid-skene") -> pd.DataFrame:
+        """Items whose voters disagree, least agreed first: item_id, label (the aggregate),
+        probability, votes, agreement, and ``by_user`` (``{user: +1 or -1}``)."""
+        return self.aggregate(ref, method).disagreements()
 
     def label_history(self, ref: ClassRef) -> pd.DataFrame:
         """Every label row of a class, oldest first (value 0 = cleared)."""
@@ -615,6 +717,12 @@ def _listing(names: list[str], most: int = 20) -> str:
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
+_CLASS_COLUMNS = (
+    "SELECT c.id, u.name, c.name, c.description, c.shared, c.created, c.copied_from, "
+    "EXISTS (SELECT 1 FROM collaborative_classes o WHERE o.class_id = c.id) "
+)
+
+
 def _class_ref(row: tuple) -> ClassRef:
     return ClassRef(
         id=int(row[0]),
@@ -624,6 +732,7 @@ def _class_ref(row: tuple) -> ClassRef:
         shared=bool(row[4]),
         created=float(row[5]),
         copied_from=row[6],
+        collaborative=bool(row[7]) and bool(row[4]),
     )
 
 

@@ -122,6 +122,7 @@ def train(
     cv_folds: int = 3,
     init: tuple[np.ndarray, float] | None = None,
     c_steps: tuple[float, ...] = C_STEPS,
+    confidence: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TrainedModel:
     """Fit a classifier on positives, negatives and optional pseudo-negatives.
 
@@ -148,6 +149,11 @@ def train(
     starts when the estimator has ``warm_start``: ten labels more move the optimum little, so
     it gets there in fewer iterations, to the same model within the solver's tolerance.
     ``estimator`` is cloned, never fitted in place.
+
+    ``confidence`` (one weight per positive, one per negative; e.g. the posterior of labels
+    aggregated from several users, :mod:`snoop_nb.learn.aggregate`) scales each label's row
+    within its side, the side's total kept, so a doubtful label counts less than a sure one
+    (the cross-validation folds stay unweighted by it).
 
     >>> m = train(pos_vectors, neg_vectors)                     # doctest: +SKIP
     >>> m.quality["mistakes"]["count"]                          # doctest: +SKIP
@@ -178,6 +184,13 @@ def train(
     X = np.concatenate([pos, neg, pseudo])
     y = np.concatenate([np.ones(n_pos), np.zeros(n_neg + len(pseudo))])
     weights = sample_weights(n_pos, n_neg, len(pseudo))
+    if confidence is not None:
+        for side, (lo, hi) in zip(confidence, ((0, n_pos), (n_pos, n_pos + n_neg)), strict=True):
+            c = np.asarray(side, np.float64).reshape(-1)
+            if len(c) != hi - lo:
+                raise UsageError(f"confidence has {len(c)} values for {hi - lo} labels")
+            if len(c) and c.sum() > 0:
+                weights[lo:hi] *= c * len(c) / c.sum()
 
     base = clone(estimator) if estimator is not None else make_estimator(C, seed)
     fit_kw = {"sample_weight": weights} if has_fit_parameter(base, "sample_weight") else {}

@@ -41,6 +41,13 @@ class FeedbackSession:
     class another user shares (``"owner/name"``) read-only: it ranks, scores and suggests
     with the owner's model and labels; labelling, training and applying it are refused.
     ``C`` is the strongest regularisation training tries (see :func:`classifier.train`).
+
+    A collaborative class (shared by its owner with ``collaborative=True``) is labelled by
+    every user who opens it: :meth:`label` writes this user's votes, :meth:`labels` shows
+    them, and once several users have voted :meth:`train` learns from their aggregate
+    (``aggregation``: ``"dawid-skene"``, votes weighted by each user's estimated reliability,
+    or ``"majority"``), each label weighted by the aggregate's confidence in it; the model's
+    ``params["labels"]`` records the method and the users. Applying it stays the owner's.
     """
 
     def __init__(
@@ -54,7 +61,15 @@ class FeedbackSession:
         C: float = 1.0,
         seed: int = 0,
         create: bool = True,
+        aggregation: str = "dawid-skene",
     ):
+        from snoop_nb.learn.aggregate import METHODS
+
+        if aggregation not in METHODS:
+            raise UsageError(
+                f"unknown aggregation {aggregation!r}: use one of {', '.join(METHODS)}"
+            )
+        self.aggregation = aggregation
         self.col = col
         self.kb = col.kb
         self.user = user
@@ -110,13 +125,19 @@ class FeedbackSession:
 
     @property
     def read_only(self) -> bool:
-        """Whether the class is another user's (shared): it can be used, not changed."""
+        """Whether the class is another user's (shared) and not open to contributions: it can
+        be used, not changed."""
+        return not self._owned() and not self.ref.collaborative
+
+    def _owned(self) -> bool:
         from snoop_nb.kb import check_name
 
-        return self.ref.owner != check_name("user", self.user, new=False)
+        return self.ref.owner == check_name("user", self.user, new=False)
 
-    def _check_writable(self, to: str) -> None:
-        if self.read_only:
+    def _check_writable(self, to: str, *, owner_only: bool = False) -> None:
+        if not self._owned():
+            self.ref = self.kb.class_by_id(self.ref.id)  # its owner may have opened it since
+        if self.read_only or (owner_only and not self._owned()):
             raise UsageError(
                 f"{self.ref} belongs to {self.ref.owner}: copy it into your own classes to "
                 f"{to} (kb.copy_class({self.user!r}, {str(self.ref)!r}))"
@@ -131,11 +152,15 @@ class FeedbackSession:
             unknown = np.asarray(ids)[~self.col.is_live(ids)]
             if unknown.size:
                 raise UsageError(f"no item with id {int(unknown[0])} in this collection")
-        return self.kb.label(self.user, self.ref.name, ids, value, source=source)
+        name = self.ref.name if self._owned() else str(self.ref)
+        return self.kb.label(self.user, name, ids, value, source=source)
 
     def labels(self) -> pd.DataFrame:
-        """Current labels: item_id, value, time, source, user."""
-        return self.kb.labels(self.ref)
+        """Current labels: item_id, value, time, source, user (this user's own votes; a
+        read-only class's labels are its owner's)."""
+        if self.read_only:
+            return self.kb.labels(self.ref)
+        return self.kb.labels(self.ref, user=self.user)
 
     def counts(self) -> dict[str, int]:
         lab = self.labels()
@@ -160,7 +185,7 @@ class FeedbackSession:
         :func:`classifier.label_mistakes`).
         """
         self._check_writable("train it")
-        pos, neg = self._labelled()
+        pos, neg, confidence, summary = self._training_labels()
         if len(pos) + len(neg) < classifier.MIN_LABELS:
             raise UsageError(
                 f"{self.ref}: training needs at least {classifier.MIN_LABELS} labelled items, "
@@ -175,16 +200,40 @@ class FeedbackSession:
             C=self.C,
             seed=self.seed,
             init=None if previous is None else (previous.weights, previous.bias),
+            confidence=confidence,
         )
+        params = {**model.params, "embedder": self.col.embedder_id}
+        if summary is not None:
+            params["labels"] = summary
         return self.kb.save_model(
             self.ref,
             weights=model.weights,
             bias=model.bias,
             n_pos=model.n_pos,
             n_neg=model.n_neg,
-            params={**model.params, "embedder": self.col.embedder_id},
+            params=params,
             quality=model.quality,
         )
+
+    def _training_labels(self):
+        """Live positives and negatives to train on, their confidence and what the model
+        records of them: one voter's labels as they are (confidence and record None), several
+        voters' aggregate (:meth:`KnowledgeBase.aggregate`)."""
+        votes = self.kb.votes(self.ref)
+        if votes["user"].nunique() <= 1:
+            lab = self.kb.labels(self.ref)
+            lab = lab[self.col.is_live(lab["item_id"].to_numpy())]
+            pos = lab.loc[lab["value"] > 0, "item_id"].to_numpy(np.int64)
+            neg = lab.loc[lab["value"] < 0, "item_id"].to_numpy(np.int64)
+            return pos, neg, None, None
+        from snoop_nb.learn.aggregate import aggregate
+
+        agg = aggregate(votes, self.aggregation)
+        pos, neg = agg.labels()
+        pos = pos[self.col.is_live(pos)] if len(pos) else pos
+        neg = neg[self.col.is_live(neg)] if len(neg) else neg
+        summary = {**agg.summary(), "weighted": True}
+        return pos, neg, (agg.confidence(pos), agg.confidence(neg)), summary
 
     def _pseudo_negative_ids(self, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
         """Unlabelled items drawn at random: as many as needed to balance what is missing."""
@@ -395,7 +444,7 @@ class FeedbackSession:
         The probability is the logistic of the latest model's score. Replaces any earlier
         application of this class; returns how many items carry it now.
         """
-        self._check_writable("apply it")
+        self._check_writable("apply it", owner_only=True)
         m = self.model()
         if m is None:
             raise UsageError(f"{self.ref} has no trained model yet: train() first")
