@@ -224,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep items whose probability is at least T (0 to 1, default 0.5)",
     )
     ap.add_argument("--json", action="store_true")
+    vt = class_parser("votes", "each voter's estimated reliability and the items they disagree on")
+    vt.add_argument("--method", default="dawid-skene", choices=["dawid-skene", "majority"])
+    vt.add_argument("-k", type=_positive, default=20, metavar="K", help="disagreements shown")
+    vt.add_argument("--json", action="store_true")
     ex = class_parser(
         "export", "export labels and applied classes to CSV or Parquet", class_required=False
     )
@@ -692,6 +696,34 @@ def cmd_classes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_votes(args: argparse.Namespace) -> int:
+    from snoop_nb.collection import open_collection
+
+    with open_collection(args.collection) as col:
+        ref = col.kb.get_class(args.user, args.class_name)
+        agg = col.kb.aggregate(ref, args.method)
+        dis = agg.disagreements()
+    users = agg.users.to_dict("records")
+    shown = dis.head(args.k).to_dict("records")
+    if args.json:
+        _print_json(
+            {"class": str(ref), "method": agg.method, "items": len(agg.items),
+             "users": users, "disagreements": shown, "n_disagreements": len(dis)}
+        )  # fmt: skip
+        return 0
+    import pandas as pd
+
+    _print(f"{ref}: {len(agg.items)} items voted by {len(users)} users ({agg.method})")
+    if users:
+        _print_table(agg.users.round(3))
+    _print(f"{len(dis)} items with disagreeing votes" + (":" if len(dis) else ""))
+    if len(dis):
+        votes = [", ".join(f"{u} {v:+d}" for u, v in r["by_user"].items()) for r in shown]
+        table = pd.DataFrame(shown).drop(columns="by_user").round(3).assign(votes=votes)
+        _print_table(table)
+    return 0
+
+
 def cmd_remove(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -908,6 +940,7 @@ COMMANDS = {
     "suggest": cmd_suggest,
     "apply": cmd_apply,
     "classes": cmd_classes,
+    "votes": cmd_votes,
     "export": cmd_export,
     "remove": cmd_remove,
     "dashboard": cmd_dashboard,

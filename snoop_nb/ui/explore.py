@@ -1,4 +1,5 @@
-"""ClassExplorer: where a class occurs in the corpus: its table, exports and plots."""
+"""ClassExplorer: where a class occurs in the corpus: its table, exports and plots; for a class
+labelled by several users, each user's estimated reliability and the items they disagree on."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
 
 #: Rows of the class table shown in the page (the exports hold them all).
 TABLE_ROWS = 200  # also the best-ranked items listed for a class not applied yet
+#: Items listed under "Disagreements" (least agreed first).
+DISAGREEMENT_ROWS = 50
 
 _TABLE_STYLE = (
     "<style>.snoop-table{border-collapse:collapse;font-size:13px}"
@@ -62,6 +65,8 @@ class ClassExplorer(v.Card):
         self.summary = v.Html(tag="div", class_="snoop-explore-summary my-2", children=[""])
         self.table = w.HTML(layout=w.Layout(max_height="360px", overflow="auto"))
         self.table.add_class("snoop-explore-table")
+        self.votes = w.HTML(layout=w.Layout(max_height="360px", overflow="auto"))
+        self.votes.add_class("snoop-explore-votes")
         self.score_plot = w.Image(format="png", layout=w.Layout(max_width="100%"))
         self.count_plot = w.Image(format="png", layout=w.Layout(max_width="100%"))
         self.score_plot.add_class("snoop-plot-scores")
@@ -86,6 +91,7 @@ class ClassExplorer(v.Card):
                 ),
                 self.summary,
                 self.table,
+                self.votes,
                 v.Row(
                     children=[
                         v.Col(children=[self.score_plot], cols=12, md=6),
@@ -183,8 +189,53 @@ class ClassExplorer(v.Card):
         if self.field.v_model not in fields:
             self.field.v_model = "folder"
         self._set_downloads()
+        self._show_votes()
         self._plot_scores()
         self._plot_counts()
+
+    # --- several users' votes ---------------------------------------------------------------
+    def _show_votes(self) -> None:
+        """Each voter's reliability and the items they disagree on (Dawid-Skene), for a class
+        labelled by several users; nothing for one."""
+        import html
+
+        kb = self.col.kb
+        ref = kb.get_class(self.user, self.classes.v_model)
+        votes = kb.votes(ref)
+        if votes["user"].nunique() < 2:
+            self.votes.value = ""
+            return
+        agg = kb.aggregate(ref)
+        users = agg.users.rename(columns={"labels": "votes"})
+        dis = agg.disagreements().head(DISAGREEMENT_ROWS)
+        uris = self.col.items(dis["item_id"].tolist()).set_index("id")["uri"] if len(dis) else {}
+        rows = "".join(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2f}</td><td>{}</td></tr>".format(
+                int(r.item_id),
+                html.escape(str(uris.get(r.item_id, "")).rsplit("/", 1)[-1]),
+                "relevant" if r.label > 0 else "not relevant" if r.label < 0 else "tie",
+                r.probability,
+                html.escape(
+                    ", ".join(f"{u} {'+1' if v > 0 else '-1'}" for u, v in r.by_user.items())
+                ),
+            )
+            for r in dis.itertuples()
+        )
+        self.votes.value = (
+            _TABLE_STYLE
+            + f"<h4>Users' reliability ({len(users)} voters, Dawid-Skene)</h4>"
+            + users.to_html(
+                index=False,
+                escape=True,
+                float_format="{:.2f}".format,
+                classes="snoop-table",
+                border=0,
+            )
+            + f"<h4>Disagreements ({len(agg.disagreements())} items)</h4>"
+            + '<table class="snoop-table snoop-disagreements"><thead><tr><th>id</th>'
+            "<th>name</th><th>aggregate</th><th>probability</th><th>votes</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+        )
 
     # --- downloads --------------------------------------------------------------------------
     def _set_downloads(self) -> None:
