@@ -174,6 +174,38 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--collection", required=True, metavar="DIR")
     inf.add_argument("--json", action="store_true")
 
+    du = sub.add_parser(
+        "duplicates",
+        help="group the items that are copies of each other, and video segments shown twice",
+    )
+    du.add_argument("--collection", required=True, metavar="DIR")
+    du.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        metavar="COS",
+        help="cosine a candidate pair needs (default 0.5 verified, 0.9 with --no-verify)",
+    )
+    du.add_argument("-k", type=_positive, default=10, metavar="K", help="neighbours per item")
+    du.add_argument(
+        "--min-inliers",
+        type=_positive,
+        default=15,
+        metavar="N",
+        help="local matches agreeing on one transform that make a copy (default 15)",
+    )
+    du.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="global vectors alone (no local features): faster, less precise",
+    )
+    du.add_argument(
+        "--json",
+        action="store_true",
+        help='print a list of groups, each {"uris": [...], "ids": [...]}',
+    )
+
     mp = sub.add_parser(
         "map", help="build the collection's visual map (UMAP), cached for the UI and dashboard"
     )
@@ -496,6 +528,34 @@ def _clip(text: str):
     if not Path(path).is_file():
         raise UsageError(f"--clip {path}: no such file")
     return (path, *rng) if rng else path
+
+
+def cmd_duplicates(args: argparse.Namespace) -> int:
+    from snoop_nb.collection import open_collection
+
+    if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
+        raise UsageError(f"--threshold {args.threshold}: a cosine, between -1 and 1")
+    with open_collection(args.collection) as col:
+        found = col.duplicates(
+            threshold=args.threshold, k=args.k, verify=args.verify, min_inliers=args.min_inliers
+        )
+    for s in found.skipped:
+        _print(f"snoop: skipped {s['uri']}: {s['reason']}", file=sys.stderr)
+    if args.json:
+        _print_json(found.to_json())
+        return 0
+    if not found.groups and found.segments.empty:
+        _print("no copies found")
+    for n, g in enumerate(found.groups, 1):
+        _print(f"group {n}: {len(g)} copies (best score {g.score:.3f})")
+        for i, uri in zip(g.ids, g.uris, strict=True):
+            _print(f"  {i:6d}  {escaped(uri)}")
+    for r in found.segments.itertuples(index=False):
+        _print(
+            f"repeated {timecode(r.duration)}: {escaped(r.video_a)} at {timecode(r.t_a)}"
+            f" = {escaped(r.video_b)} at {timecode(r.t_b)} ({r.keyframes} keyframes)"
+        )
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -933,6 +993,7 @@ COMMANDS = {
     "search": cmd_search,
     "shots": cmd_shots,
     "info": cmd_info,
+    "duplicates": cmd_duplicates,
     "map": cmd_map,
     "label": cmd_label,
     "train": cmd_train,

@@ -525,6 +525,32 @@ class Collection:
         """
         return self._keeper.sync(save=save)
 
+    # --- copies -------------------------------------------------------------------------
+    def duplicates(self, **options: Any):
+        """Groups of items that are copies of each other (cropped, resized, re-encoded,
+        colour-shifted, overlaid, mirrored), and video segments shown in two videos: global
+        candidates verified by local features. Options (``threshold``, ``k``, ``verify``,
+        ``min_inliers``, ``ids``, ``flip``, ``mutual``, ``min_keyframes``, ``progress``) and the
+        result (:class:`~snoop_nb.copies.Duplicates`: ``groups``, ``pairs``, ``segments``,
+        ``skipped``) are described in :func:`snoop_nb.copies.find_duplicates`.
+
+        >>> [g.uris for g in col.duplicates().groups]   # doctest: +SKIP
+        >>> col.duplicates(verify=False, threshold=0.95).pairs   # doctest: +SKIP
+        """
+        from snoop_nb.copies import find_duplicates
+
+        return find_duplicates(self, **options)
+
+    def repeated_segments(self, **options: Any) -> pd.DataFrame:
+        """Segments of a video shown again in another (a rebroadcast): one row per segment,
+        ``video_a, t_a, video_b, t_b, duration`` (s), the offset and the keyframes matched
+        (the ``segments`` of :meth:`duplicates` among keyframes only)."""
+        from snoop_nb.copies import find_duplicates
+
+        frames = self.items()
+        ids = frames["id"][frames["kind"] == "keyframe"] if "kind" in frames else []
+        return find_duplicates(self, ids=ids, **options).segments
+
     # --- search -------------------------------------------------------------------------
     def search(
         self,

@@ -1,0 +1,211 @@
+"""Copies and near-duplicates (snoop_nb.copies): copies made by real transformations of real
+photographs are grouped, similar pictures that are no copies are not, an unreadable file is
+skipped and reported, `snoop duplicates --json` prints the groups, and a segment two real videos
+share is found with its offset and duration."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mediafiles import photo
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
+
+from snoop_nb import open_collection
+from snoop_nb.copies import connected_groups
+
+pytestmark = pytest.mark.slow  # the default model, and real videos encoded and cut into shots
+
+
+def _jpeg(image: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def _copies(base: Image.Image, logo: Image.Image) -> dict[str, Image.Image]:
+    """One copy per transformation the issue names."""
+    w, h = base.size
+    colour = ImageEnhance.Color(ImageEnhance.Brightness(base).enhance(1.2)).enhance(0.5)
+    text = base.copy()
+    ImageDraw.Draw(text).text(
+        (10, h - 40), "BREAKING NEWS", fill=(255, 255, 0), font=ImageFont.load_default(size=28)
+    )
+    logoed = base.copy()
+    mark = logo.copy()
+    mark.thumbnail((w // 5, h // 5))
+    logoed.paste(mark, (w - mark.width - 8, 8))
+    return {
+        "crop": base.crop((int(w * 0.12), int(h * 0.1), int(w * 0.88), int(h * 0.85))),
+        "resized": _jpeg(base.resize((w // 2, h // 2), Image.Resampling.BICUBIC), 40),
+        "colour": colour,
+        "text": text,
+        "logo": logoed,
+        "mirror": ImageOps.mirror(base),
+    }
+
+
+@pytest.fixture(scope="module")
+def copies_col(tmp_path_factory, default_embedder):
+    """Two photographs with six copies each; two halves of a third photograph (alike, but no
+    copies of each other); two more photographs. Indexed with the default model."""
+    root = tmp_path_factory.mktemp("dups")
+    pics = root / "pics"
+    pics.mkdir()
+    families: dict[str, list[Path]] = {}
+    for name in ("chelsea", "rocket"):
+        base = photo(name)
+        families[name] = [pics / f"{name}.png"]
+        base.save(families[name][0])
+        for kind, image in _copies(base, photo("coffee")).items():
+            p = pics / f"{name}_{kind}.jpg"
+            image.save(p, quality=85)
+            families[name].append(p)
+    astronaut = photo("astronaut")  # 512 x 512: left and right halves, no pixel in common
+    halves = [pics / "astronaut_left.png", pics / "astronaut_right.png"]
+    astronaut.crop((0, 0, 256, 512)).save(halves[0])
+    astronaut.crop((256, 0, 512, 512)).save(halves[1])
+    for name in ("camera", "immunohistochemistry"):
+        photo(name).save(pics / f"{name}.png")
+    col = open_collection(root / "col", create=True, embedder=default_embedder)
+    col.add([pics], progress=False)
+    return col, families, halves
+
+
+def _group_of(found, path: Path):
+    uri = str(path)
+    return next((g for g in found.groups if uri in g.uris), None)
+
+
+def test_copies_are_grouped_and_look_alikes_are_not(copies_col):
+    col, families, halves = copies_col
+    found = col.duplicates()
+    assert found.skipped == []
+    for name, paths in families.items():
+        group = _group_of(found, paths[0])
+        assert group is not None, f"{name} not found"
+        assert sorted(group.uris) == sorted(str(p) for p in paths), name
+        assert len(group.ids) == len(group.uris)
+    # alike (same photograph, same style) but no copies: never grouped, with each other or any
+    assert all(_group_of(found, h) is None for h in halves)
+    assert len(found.groups) == 2
+    pairs = found.pairs
+    assert {"id_a", "id_b", "similarity", "inliers", "mirrored", "verified", "score"} <= set(pairs)
+    by_path = {str(p): i for i, p in col.paths(col.ok_ids()).items()}
+    mirror = (by_path[str(families["chelsea"][0])], by_path[str(families["chelsea"][-1])])
+    row = pairs[(pairs["id_a"] == min(mirror)) & (pairs["id_b"] == max(mirror))].iloc[0]
+    assert row["verified"] and row["mirrored"] and row["inliers"] >= 15
+    assert pairs["score"].is_monotonic_decreasing
+
+
+def test_restricting_ids_and_global_only(copies_col):
+    col, families, _ = copies_col
+    by_path = {str(p): i for i, p in col.paths(col.ok_ids()).items()}
+    rocket = [by_path[str(p)] for p in families["rocket"]]
+    found = col.duplicates(ids=rocket[:4])
+    assert [g.ids for g in found.groups] == [sorted(rocket[:4])]
+    # the global vectors alone: no local matching done, cosine as the score
+    alone = col.duplicates(verify=False, threshold=0.95)
+    assert (alone.pairs["inliers"] == -1).all()
+    assert (alone.pairs["similarity"] >= 0.95).all()
+    assert all(len(g) >= 2 for g in alone.groups)
+
+
+def test_unreadable_file_is_skipped_and_reported(copies_col, tmp_path):
+    col, families, _ = copies_col
+    bad = families["rocket"][1]  # the crop: a candidate of the rocket's group
+    kept = bad.read_bytes()
+    try:
+        bad.write_bytes(kept[: len(kept) // 3])  # truncated after indexing
+        found = col.duplicates()
+    finally:
+        bad.write_bytes(kept)
+    assert [s["uri"] for s in found.skipped] == [str(bad)]
+    assert found.skipped[0]["reason"]
+    group = _group_of(found, families["rocket"][0])
+    assert str(bad) not in group.uris and len(group) == len(families["rocket"]) - 1
+    assert _group_of(found, families["chelsea"][0]) is not None
+
+
+def test_cli_duplicates_json_and_listing(copies_col):
+    col, families, _ = copies_col
+    run = [sys.executable, "-m", "snoop_nb.cli", "duplicates", "--collection", str(col.root)]
+    r = subprocess.run([*run, "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    groups = json.loads(r.stdout)
+    assert isinstance(groups, list) and len(groups) == 2
+    for g in groups:
+        assert set(g) == {"uris", "ids"} and len(g["uris"]) == len(g["ids"])
+        assert all(isinstance(i, int) for i in g["ids"])
+    assert sorted(map(sorted, (g["uris"] for g in groups))) == sorted(
+        sorted(str(p) for p in paths) for paths in families.values()
+    )
+    r = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("group ") == 2 and str(families["chelsea"][-1]) in r.stdout
+    bad = subprocess.run([*run, "--threshold", "3"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "threshold" in bad.stderr
+
+
+def test_connected_groups_union_find():
+    assert connected_groups([(1, 2), (3, 4), (2, 5), (9, 9)]) == [[1, 2, 5], [3, 4], [9]]
+
+
+# --- video -----------------------------------------------------------------------------------
+FPS = 25
+SHOT = 1.5  # seconds each photograph is held
+
+
+def _write(path: Path, shots: list[str], size: tuple[int, int]) -> Path:
+    """A real H.264 video: each photograph held SHOT seconds, panning slowly, hard cuts."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for name in shots:
+            base = photo(name).resize((size[0] + 24, size[1] + 24))
+            for i in range(int(SHOT * FPS)):
+                x = i // 3
+                frame = base.crop((x, 6, x + size[0], 6 + size[1]))
+                for packet in stream.encode(av.VideoFrame.from_image(frame)):
+                    out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def test_rebroadcast_segment_found_with_offset_and_duration(tmp_path, default_embedder):
+    shared = ["coffee", "rocket", "astronaut"]  # 4.5 s shown in both
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    a = _write(folder / "evening.mp4", ["chelsea", *shared, "camera"], (320, 240))
+    # the rebroadcast: later in its programme, at another size (scaled by the broadcaster)
+    b = _write(folder / "night.mp4", ["moon", "immunohistochemistry", *shared], (400, 300))
+    col = open_collection(tmp_path / "col", create=True, embedder=default_embedder)
+    col.add([folder], detector="adaptive", progress=False)
+    segments = col.repeated_segments()
+    assert len(segments) == 1, segments
+    s = segments.iloc[0]
+    assert {s["video_a"], s["video_b"]} == {str(a), str(b)}
+    ta, tb = (s["t_a"], s["t_b"]) if s["video_a"] == str(a) else (s["t_b"], s["t_a"])
+    assert ta == pytest.approx(1 * SHOT, abs=0.2)
+    assert tb == pytest.approx(2 * SHOT, abs=0.2)
+    assert s["duration"] == pytest.approx(len(shared) * SHOT, abs=0.3)
+    assert s["keyframes"] == len(shared)
+    # the same in the CLI's listing
+    r = subprocess.run(
+        [sys.executable, "-m", "snoop_nb.cli", "duplicates", "--collection", str(col.root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "repeated" in r.stdout and "evening.mp4" in r.stdout and "night.mp4" in r.stdout
+    assert np.isclose(abs(s["offset"]), SHOT, atol=0.2)
