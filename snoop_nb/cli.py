@@ -778,8 +778,8 @@ def cmd_votes(args: argparse.Namespace) -> int:
         _print_table(agg.users.round(3))
     _print(f"{len(dis)} items with disagreeing votes" + (":" if len(dis) else ""))
     if len(dis):
-        votes = [", ".join(f"{u} {v:+d}" for u, v in r["by_user"].items()) for r in shown]
-        table = pd.DataFrame(shown).drop(columns="by_user").round(3).assign(votes=votes)
+        by_user = [", ".join(f"{u} {v:+d}" for u, v in r["by_user"].items()) for r in shown]
+        table = pd.DataFrame(shown).round(3).assign(by_user=by_user)
         _print_table(table)
     return 0
 

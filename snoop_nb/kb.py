@@ -397,7 +397,8 @@ class KnowledgeBase:
     def copy_class(self, user: str, source: str, new_name: str | None = None) -> ClassRef:
         """Copy a class shared as ``"owner/name"`` into ``user``'s own classes, labels included.
 
-        The copy's labels are ``user``'s, with source ``import``; the original is untouched.
+        The copy's labels are ``user``'s, with source ``import`` (of a collaborative class: the
+        latest vote given of each item, see :meth:`labels`); the original is untouched.
         """
         src = self.get_class(user, source)
         if src.owner != user and not src.shared:
@@ -416,12 +417,14 @@ class KnowledgeBase:
                 raise UsageError(f"{user} already has a class named {name!r}") from None
             new_id = cur.lastrowid
             now = time.time()
-            db.execute(
+            current = self.labels(src)  # read inside the transaction: no vote slips between
+            db.executemany(
                 "INSERT INTO labels (class_id, item_id, user_id, value, time, source) "
-                "SELECT ?, item_id, ?, value, ?, 'import' FROM labels l WHERE class_id = ? "
-                "AND id = (SELECT max(id) FROM labels WHERE class_id = l.class_id "
-                "AND item_id = l.item_id) AND value != 0",
-                (new_id, uid, now, src.id),
+                "VALUES (?, ?, ?, ?, ?, 'import')",
+                [
+                    (new_id, int(i), uid, int(v), now)
+                    for i, v in zip(current["item_id"], current["value"], strict=True)
+                ],
             )
         return self.get_class(user, name)
 
@@ -432,7 +435,8 @@ class KnowledgeBase:
         Keys: ``class`` (the name ``user`` passes to reach it: their own by name, others' as
         ``owner/name``), owner, name, description, shared, copied_from (``owner/name`` or
         None), relevant, not_relevant, models, latest_model (id, time, n_pos, n_neg,
-        quality; None before training) and applied (items the class is applied to).
+        quality; None before training) and applied (items the class is applied to);
+        collaborative (open to every user's labels) and voters (users with a current vote).
         Never creates anything: an unknown user is a :class:`UsageError` naming the users.
         """
         if user is not None:
@@ -442,14 +446,8 @@ class KnowledgeBase:
         db = self._db
         out = []
         for ref in self.classes(user):
-            counts = dict(
-                db.execute(
-                    "SELECT value, count(*) FROM labels l WHERE class_id = ? AND id = ("
-                    "SELECT max(id) FROM labels WHERE class_id = l.class_id "
-                    "AND item_id = l.item_id) GROUP BY value",
-                    (ref.id,),
-                ).fetchall()
-            )
+            votes = self.votes(ref)
+            counts = self.labels(ref)["value"].value_counts().to_dict() if len(votes) else {}
             (n_models,) = db.execute(
                 "SELECT count(*) FROM models WHERE class_id = ?", (ref.id,)
             ).fetchone()
@@ -476,6 +474,8 @@ class KnowledgeBase:
                     "name": ref.name,
                     "description": ref.description,
                     "shared": ref.shared,
+                    "collaborative": ref.collaborative,
+                    "voters": int(votes["user"].nunique()),
                     "copied_from": source,
                     "relevant": int(counts.get(1, 0)),
                     "not_relevant": int(counts.get(-1, 0)),

@@ -257,6 +257,21 @@ def test_explorer_and_snoop_votes_show_the_disagreements(col, capsys):
     explorer.show_class("mugs")
     assert explorer.votes.value == ""  # one voter: nothing to weigh
 
+    # in the app, a contributor's clicks on an open class are their own votes
+    from snoop_nb.ui import App
+
+    app = App(col, user="dan", warm_up=False)
+    titles = {i["value"]: i["title"] for i in app.trainer.classes.items}
+    assert titles["alice/cats"] == "alice/cats (shared, open to your labels)"
+    app.trainer.classes.v_model = "alice/cats"
+    assert app.grid.session is not None and app.trainer.apply_btn.disabled
+    assert app.trainer.share.disabled  # sharing stays the owner's
+    app.grid.label(cats[4], +1)
+    votes = col.kb.votes(alice.ref)
+    assert votes[votes["user"] == "dan"][["item_id", "value"]].values.tolist() == [[cats[4], 1]]
+    row = next(r for r in col.kb.summaries("dan") if r["class"] == "alice/cats")
+    assert (row["collaborative"], row["voters"], row["relevant"]) == (True, 4, 5)
+
     root = str(col.root)
     col.close()
     assert main(["votes", "--collection", root, "--user", "bob", "--class", "alice/cats",
@@ -267,4 +282,4 @@ def test_explorer_and_snoop_votes_show_the_disagreements(col, capsys):
     assert out["disagreements"][0]["by_user"]["mallory"] in (1, -1)
     assert main(["votes", "--collection", root, "--user", "bob", "--class", "alice/cats"]) == 0
     text = capsys.readouterr().out
-    assert "voted by 3 users" in text and "8 items with disagreeing votes" in text
+    assert "voted by 4 users" in text and "8 items with disagreeing votes" in text

@@ -136,7 +136,8 @@ class ClassTrainer(v.Card):
         items = []
         for ref in self.col.kb.classes(self.user):
             mine = ref.owner == self.user
-            text = ref.name if mine else f"{ref.owner}/{ref.name} (shared)"
+            shared = "shared, open to your labels" if ref.collaborative else "shared"
+            text = ref.name if mine else f"{ref.owner}/{ref.name} ({shared})"
             items.append({"title": text, "value": ref.name if mine else str(ref)})
         self.classes.items = items
 
@@ -171,6 +172,8 @@ class ClassTrainer(v.Card):
                     self.session = self.col.session(self.user, ref.name)
                     if self._start is not None and self.session.model() is None:
                         self.session.set_start(self._start_vector())
+                elif ref.collaborative:  # open to contributions: clicks are this user's votes
+                    self.session = self.col.session(self.user, str(ref), create=False)
                 else:
                     self.shared_ref = ref
             except SnoopError as e:
@@ -178,10 +181,12 @@ class ClassTrainer(v.Card):
         self.grid.session = self.session
         with self.share.hold_trait_notifications():
             self.share.v_model = bool(self.session and self.session.ref.shared)
-        self.share.disabled = self.session is None
+        owner = self.session is not None and self.session.ref.owner == self.user
+        self.share.disabled = not owner
         self.copy_btn.style_ = "" if self.shared_ref is not None else "display:none"
         for btn in (self.train_btn, self.suggest_btn, self.apply_btn):
             btn.disabled = self.session is None
+        self.apply_btn.disabled = not owner  # applying a class stays its owner's
         self._show_counts()
         self._show_model()
         if self.shared_ref is not None:
