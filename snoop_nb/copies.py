@@ -606,6 +606,34 @@ def _progress(total: int, progress: bool):
     return tqdm(total=total, desc="verifying", unit="pair")
 
 
+def collapse(frame: pd.DataFrame, found: Duplicates) -> pd.DataFrame:
+    """``frame`` (a result table) with the items of one copy group shown once, at the rank of
+    the best of them: ``copies`` counts the rows folded into it (0: none), ``copy_ids`` lists
+    their ids. Ranks are renumbered.
+
+    >>> res = col.search(text="a bird", k=100)                               # doctest: +SKIP
+    >>> collapse(res, col.duplicates(ids=res["id"]))[["id", "copies"]]     # doctest: +SKIP
+    """
+    group_of = found.group_of()
+    out = frame.reset_index(drop=True)
+    groups = [group_of.get(int(i), -1 - n) for n, i in enumerate(out["id"])]
+    first: dict[int, int] = {}
+    folded: dict[int, list[int]] = {}
+    for n, g in enumerate(groups):
+        if g in first:
+            folded[first[g]].append(int(out.at[n, "id"]))
+        else:
+            first[g] = n
+            folded[n] = []
+    keep = sorted(first.values())
+    out = out.iloc[keep].reset_index(drop=True)
+    out["copies"] = [len(folded[n]) for n in keep]
+    out["copy_ids"] = [folded[n] for n in keep]
+    if "rank" in out:
+        out["rank"] = np.arange(1, len(out) + 1)
+    return out
+
+
 # --- video -----------------------------------------------------------------------------------
 def repeated_segments(
     col: Collection,
@@ -707,6 +735,7 @@ __all__ = [
     "Duplicates",
     "LocalVerifier",
     "candidate_pairs",
+    "collapse",
     "connected_groups",
     "find_duplicates",
     "repeated_segments",

@@ -209,3 +209,53 @@ def test_rebroadcast_segment_found_with_offset_and_duration(tmp_path, default_em
     assert r.returncode == 0, r.stderr
     assert "repeated" in r.stdout and "evening.mp4" in r.stdout and "night.mp4" in r.stdout
     assert np.isclose(abs(s["offset"]), SHOT, atol=0.2)
+
+
+# --- UI --------------------------------------------------------------------------------------
+def test_search_panel_collapses_copies_and_the_grid_shows_the_badge(copies_col):
+    from snoop_nb.ui import App
+
+    col, families, _ = copies_col
+    by_path = {str(p): i for i, p in col.paths(col.ok_ids()).items()}
+    chelsea = [by_path[str(p)] for p in families["chelsea"]]
+    rocket = [by_path[str(p)] for p in families["rocket"]]
+    app = App(col, user="dup-ui", warm_up=False)
+    app.search.search_item(chelsea[0])  # its six copies come back, the query item does not
+    plain = app.grid.frame
+    assert set(chelsea[1:]) <= set(plain["id"]) and "copies" not in plain
+    app.search.collapse.v_model = True
+    app.search.search_item(chelsea[0])
+    folded = app.grid.frame
+    assert len(folded) == len(plain) - (len(chelsea) - 2) - (len(rocket) - 1)
+    row = folded[folded["id"].isin(chelsea)].iloc[0]
+    assert row["copies"] == len(chelsea) - 2
+    assert sorted([row["id"], *row["copy_ids"]]) == sorted(chelsea[1:])
+    assert row["id"] == plain[plain["id"].isin(chelsea)]["id"].iloc[0]  # the best one stays
+    assert folded["rank"].tolist() == list(range(1, len(folded) + 1))
+    tile = next(t for t in app.grid.tiles if t["id"] in chelsea)
+    assert tile["copies"] == len(chelsea) - 2
+    assert not any(line.startswith("cop") for line in tile["meta"])
+    others = [t for t in app.grid.tiles if t["id"] not in chelsea + rocket]
+    assert others and all("copies" not in t for t in others)
+
+
+def test_copies_tab_lists_the_groups_with_thumbnails(copies_col):
+    from snoop_nb.ui import App
+
+    col, families, _ = copies_col
+    app = App(col, user="dup-tab", warm_up=False)
+    assert "copies" in [tab.value for tab in app.tabs.children]
+    found = app.copies.find()
+    assert len(found.groups) == 2
+    boxes = [b for b in app.copies.groups_box.children if "snoop-copies-group" in b._dom_classes]
+    assert len(boxes) == 2
+    thumbs = [
+        img
+        for b in boxes
+        for tile in b.children[1].children
+        for img in tile.children
+        if hasattr(img, "format")
+    ]
+    assert len(thumbs) == sum(len(p) for p in families.values())
+    assert all(img.value[:2] == b"\xff\xd8" for img in thumbs)  # JPEG bytes, not paths
+    assert "2 groups of copies" in app.copies.status.children[0]

@@ -78,6 +78,7 @@ class App(v.Sheet):
         self.explorer: ClassExplorer | None = None
         self.tabs: v.Tabs | None = None
         self.map_view: MapView | None = None
+        self.copies = None  # the "Copies" tab's CopiesView (snoop_nb.ui.copies), made by start
         self.user_chip = v.Chip(children=["no user"], size="small", class_="snoop-user")
         self.body = v.Container(fluid=True, children=[], class_="snoop-body")
         title = v.Html(
@@ -164,7 +165,11 @@ class App(v.Sheet):
             v.Tab(value="search", children=["Search and label"], class_="snoop-tab-search"),
             v.Tab(value="explore", children=["Explore a class"], class_="snoop-tab-explore"),
             v.Tab(value="map", children=["Map"], class_="snoop-tab-map"),
+            v.Tab(value="copies", children=["Copies"], class_="snoop-tab-copies"),
         ]
+        from snoop_nb.ui.copies import CopiesView
+
+        self.copies = CopiesView(self.col, thumbnails=grid.thumbnails)
         # the map is made when its tab is first opened, from the cached layout (snoop.vmap)
         self.map_page = v.WindowItem(value="map", children=[], class_="snoop-map-page")
         video_pages = []
@@ -194,6 +199,7 @@ class App(v.Sheet):
                 ),
                 v.WindowItem(value="explore", children=[explorer]),
                 self.map_page,
+                v.WindowItem(value="copies", children=[self.copies], class_="snoop-copies-page"),
                 *video_pages,
             ],
         )

@@ -42,6 +42,8 @@ _HIDDEN_META = {
     "video",
     "t_start",
     "t_end",
+    "copies",
+    "copy_ids",
 }
 
 _LABEL_WORDS = {1: "relevant", -1: "not relevant", 0: "unlabelled"}
@@ -409,6 +411,9 @@ class ImageGrid(v.VuetifyTemplate):
             "error": None if thumb else (self.thumbnails.error(item_id) or "no preview"),
             "group": None,
         }
+        copies = row.get("copies")  # rows folded into this one (snoop_nb.copies.collapse)
+        if copies is not None and pd.notna(copies) and int(copies) > 0:
+            tile["copies"] = int(copies)
         video, t = row.get("video"), row.get("t")
         if row.get("kind") == "keyframe" and isinstance(video, str):
             t = float(t) if t is not None and pd.notna(t) else float(row.get("t_start") or 0.0)

@@ -57,6 +57,14 @@ class SearchPanel(v.Card):
             style_="max-width: 110px",
             class_="snoop-search-k",
         )
+        #: Show the items of one copy group once, with a "+N copies" badge (snoop_nb.copies).
+        self.collapse = v.Switch(
+            v_model=False,
+            label="collapse copies",
+            density="compact",
+            hide_details=True,
+            class_="snoop-search-collapse",
+        )
         self.upload = w.FileUpload(accept="image/*", multiple=False, description="Search by image")
         self.upload.add_class("snoop-search-upload")
         self.upload.observe(self._on_upload, names="value")
@@ -73,6 +81,7 @@ class SearchPanel(v.Card):
                         v.Col(children=[self.button], cols="auto", class_="pr-2"),
                         v.Col(children=[self.k], cols="auto", class_="pr-2"),
                         v.Col(children=[self.upload], cols="auto"),
+                        v.Col(children=[self.collapse], cols="auto", class_="pl-2"),
                     ],
                 )
             ],
@@ -117,6 +126,10 @@ class SearchPanel(v.Card):
         self.button.loading = True
         try:
             frame = self.col.search(k=int(self.k.v_model or 100), **query)
+            if self.collapse.v_model:
+                from snoop_nb.copies import collapse
+
+                frame = collapse(frame, self.col.duplicates(ids=frame["id"], segments=False))
         except SnoopError as e:
             self.grid.set_message(str(e))
             return

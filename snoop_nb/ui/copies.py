@@ -1,0 +1,121 @@
+"""CopiesView: the collection's copy groups, each a row of thumbnails, and its repeated video
+segments; every button calls :meth:`snoop_nb.collection.Collection.duplicates`.
+
+>>> view = CopiesView(collection)   # doctest: +SKIP
+>>> view.find()                     # the groups, largest first
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import ipyvuetify as v
+import ipywidgets as w
+
+from snoop_nb.errors import SnoopError
+from snoop_nb.ui.thumbs import Thumbnails
+
+if TYPE_CHECKING:
+    from snoop_nb.collection import Collection
+    from snoop_nb.copies import Duplicates
+
+#: Thumbnails shown per group (the rest are counted).
+SHOWN_PER_GROUP = 8
+
+
+class CopiesView(v.Card):
+    """A "Find copies" button, the copy groups found (thumbnails, names, the best pair's
+    score), the repeated segments of videos, and the files that could not be verified.
+    ``found`` holds the last :class:`~snoop_nb.copies.Duplicates`; ``options`` are passed to
+    :meth:`~snoop_nb.collection.Collection.duplicates`."""
+
+    def __init__(
+        self,
+        col: Collection,
+        *,
+        thumbnails: Thumbnails | None = None,
+        max_groups: int = 50,
+        **options: Any,
+    ):
+        self.col = col
+        self.thumbnails = thumbnails or Thumbnails(col, size=128)
+        self.max_groups = int(max_groups)
+        self.options = options
+        self.found: Duplicates | None = None
+        self.button = v.Btn(children=["Find copies"], color="primary", class_="snoop-copies-find")
+        self.button.on_event("click", lambda *_: self.find())
+        self.status = v.Html(tag="span", children=[""], class_="ml-3 snoop-copies-status")
+        self.groups_box = w.VBox()
+        self.groups_box.add_class("snoop-copies-groups")
+        super().__init__(
+            class_="pa-2 snoop-copies",
+            variant="outlined",
+            children=[
+                v.Row(no_gutters=True, align="center", children=[self.button, self.status]),
+                self.groups_box,
+            ],
+        )
+
+    def find(self) -> Duplicates | None:
+        """Look for copies now and show them."""
+        self.button.loading = True
+        self.status.children = ["looking for copies..."]
+        try:
+            self.found = self.col.duplicates(**self.options)
+        except SnoopError as e:
+            self.status.children = [str(e)]
+            return None
+        finally:
+            self.button.loading = False
+        self._render()
+        return self.found
+
+    def _render(self) -> None:
+        found = self.found
+        assert found is not None
+        n_items = sum(len(g) for g in found.groups)
+        words = f"{len(found.groups)} groups of copies ({n_items} items)"
+        if len(found.segments):
+            words += f", {len(found.segments)} repeated video segments"
+        if found.skipped:
+            words += f", {len(found.skipped)} files skipped"
+        self.status.children = [words if found.groups or len(found.segments) else "no copies"]
+        rows: list[w.Widget] = []
+        shown = found.groups[: self.max_groups]
+        thumbs = self.thumbnails.get([i for g in shown for i in g.ids[:SHOWN_PER_GROUP]])
+        for n, group in enumerate(shown, 1):
+            tiles = []
+            for i, uri in list(zip(group.ids, group.uris, strict=True))[:SHOWN_PER_GROUP]:
+                image = w.Image(value=thumbs.get(i, b""), format="jpeg", width=96, height=96)
+                image.add_class("snoop-copies-thumb")
+                label = w.HTML(f"<small>{_html(os.path.basename(uri) or f'#{i}')}</small>")
+                tiles.append(w.VBox([image, label], layout=w.Layout(width="104px")))
+            more = len(group) - SHOWN_PER_GROUP
+            if more > 0:
+                tiles.append(w.HTML(f"+{more} more"))
+            head = w.HTML(f"<b>{n}.</b> {len(group)} copies, best score {group.score:.3f}")
+            box = w.VBox([head, w.HBox(tiles, layout=w.Layout(flex_flow="row wrap"))])
+            box.add_class("snoop-copies-group")
+            rows.append(box)
+        if len(found.groups) > self.max_groups:
+            rows.append(w.HTML(f"... and {len(found.groups) - self.max_groups} more groups"))
+        for r in found.segments.itertuples(index=False):
+            from snoop_nb.cli import timecode
+
+            text = (
+                f"repeated {timecode(r.duration)}: {os.path.basename(r.video_a)} at "
+                f"{timecode(r.t_a)} = {os.path.basename(r.video_b)} at {timecode(r.t_b)}"
+            )
+            seg = w.HTML(_html(text))
+            seg.add_class("snoop-copies-segment")
+            rows.append(seg)
+        for s in found.skipped:
+            rows.append(w.HTML(f"<small>skipped {_html(s['uri'])}: {_html(s['reason'])}</small>"))
+        self.groups_box.children = rows
+
+
+def _html(text: str) -> str:
+    import html
+
+    return html.escape(str(text))
