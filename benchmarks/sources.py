@@ -32,14 +32,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
-import json
 import shutil
 import sys
 import tempfile
-import threading
 import time
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import format_table, machine_info, write_json
 from datasets import DEMO_STAMPS, EMOJI_DIR, demo_set
+
+from snoop_nb.sources.publish import StaticServer, _flat, publish_level0
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sources.json"
 PHOTOS = (
@@ -63,109 +61,6 @@ PHOTOS = (
     "stereo_motorcycle",
     "colorwheel",
 )
-
-
-class Server:
-    """A quiet static file server over ``root`` that counts requests."""
-
-    def __init__(self, root: Path):
-        self.requests = 0
-        lock = threading.Lock()
-        server = self
-
-        class Handler(SimpleHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                with lock:
-                    server.requests += 1
-                super().do_GET()
-
-        handler = functools.partial(Handler, directory=str(root))
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def flat(image):
-    """RGB, transparent pictures on white (as snoop's decoder shows them)."""
-    from PIL import Image
-
-    if image.mode in ("RGBA", "LA", "P", "PA"):
-        rgba = image.convert("RGBA")
-        out = Image.new("RGB", rgba.size, (255, 255, 255))
-        out.paste(rgba, mask=rgba.getchannel("A"))
-        return out
-    return image.convert("RGB")
-
-
-def build_tree(items: list[tuple[str, Path]], site: Path, base: str, label: str) -> str:
-    """A level-0 Image API 3 tree of ``items`` ((name, file)) and a manifest; its URL."""
-    from PIL import Image
-
-    canvases = []
-    for i, (name, path) in enumerate(items, start=1):
-        ident = f"img/{i}"
-        folder = site / ident
-        im = flat(Image.open(path))
-        w, h = im.size
-        sizes = []
-        while min(w, h) >= 32:
-            sizes.append((w, h))
-            w, h = w // 2, h // 2
-        sizes = sizes[::-1] or [im.size]
-        for sw, sh in sizes:
-            out = folder / "full" / f"{sw},{sh}" / "0"
-            out.mkdir(parents=True, exist_ok=True)
-            im.resize((sw, sh)).save(out / "default.jpg", quality=90)
-        (folder / "full" / "max" / "0").mkdir(parents=True, exist_ok=True)
-        im.save(folder / "full" / "max" / "0" / "default.jpg", quality=90)
-        info = {
-            "@context": "http://iiif.io/api/image/3/context.json",
-            "id": f"{base}/{ident}",
-            "type": "ImageService3",
-            "profile": "level0",
-            "width": im.width,
-            "height": im.height,
-            "sizes": [{"width": a, "height": b} for a, b in sizes],
-        }
-        (folder / "info.json").write_text(json.dumps(info))
-        canvas = f"{base}/canvas/{i}"
-        body = {
-            "id": f"{base}/{ident}/full/max/0/default.jpg",
-            "type": "Image",
-            "format": "image/jpeg",
-            "width": im.width,
-            "height": im.height,
-            "service": [{"id": f"{base}/{ident}", "type": "ImageService3", "profile": "level0"}],
-        }
-        anno = {"id": f"{canvas}/a", "type": "Annotation", "motivation": "painting"}
-        anno.update(target=canvas, body=body)
-        page = {"id": f"{canvas}/p", "type": "AnnotationPage", "items": [anno]}
-        canvases.append(
-            {
-                "id": canvas,
-                "type": "Canvas",
-                "label": {"none": [name]},
-                "width": im.width,
-                "height": im.height,
-                "items": [page],
-            }
-        )
-    manifest = {
-        "@context": "http://iiif.io/api/presentation/3/context.json",
-        "id": f"{base}/manifest.json",
-        "type": "Manifest",
-        "label": {"en": [label]},
-        "items": canvases,
-    }
-    (site / "manifest.json").write_text(json.dumps(manifest))
-    return f"{base}/manifest.json"
 
 
 def precision_at(vectors: np.ndarray, cats: list[str | None], k: int = 10) -> float:
@@ -242,9 +137,12 @@ def run_set(name: str, items, work: Path, embedder) -> dict[str, Any]:
         shutil.copyfile(path, dest)
     site = work / f"{name}-site"
     site.mkdir()
-    server = Server(site)
+    server = StaticServer(site)
     try:
-        url = build_tree([(rel, src / rel) for rel, _, _ in items], site, server.base, name)
+        rels = [rel for rel, _, _ in items]
+        url = publish_level0(
+            [src / r for r in rels], site, server.base, label=name, canvas_labels=rels
+        )
         row: dict[str, Any] = {"set": name, "items": len(items)}
         with open_collection(work / f"{name}-local", create=True, embedder=embedder) as col:
             t = time.perf_counter()
@@ -302,9 +200,9 @@ def throughput(n: int, rates: list[float], work: Path) -> list[dict[str, Any]]:
         Image.fromarray(arr).save(site / "x.jpg")
     else:
         for i, f in enumerate(files):
-            flat(Image.open(f)).save(site / f"{i}.jpg", quality=90)
+            _flat(Image.open(f)).save(site / f"{i}.jpg", quality=90)
     names = sorted(p.name for p in site.iterdir())
-    server = Server(site)
+    server = StaticServer(site)
     rows = []
     try:
         for rate in rates:

@@ -608,3 +608,42 @@ def test_services_named_by_context_profile_or_nothing():
         "service": [{"id": "https://h/login", "type": "AuthCookieService1"}],
     }
     assert _service(auth) is None
+
+
+# --- publishing a folder as a static IIIF tree ---------------------------------------------------
+def test_published_level0_tree_is_indexed_back_through_its_manifest(tmp_path, col, tiny_embedder):
+    from snoop_nb.errors import UsageError
+    from snoop_nb.sources.publish import StaticServer, publish_level0
+
+    pictures = []
+    for name in PHOTOS:
+        pictures.append(tmp_path / f"{name}.png")
+        photo(name).save(pictures[-1])
+    site = tmp_path / "site"
+    with StaticServer(site) as server:
+        url = publish_level0(pictures, site, server.base, label="Published")
+        info = json.loads((site / "img" / "1" / "info.json").read_text())
+        assert info["profile"] == "level0" and info["id"] == f"{server.base}/img/1"
+        sizes = [(s["width"], s["height"]) for s in info["sizes"]]
+        assert sizes == sorted(sizes) and min(sizes[0]) >= 32
+        assert sizes[-1] == photo(PHOTOS[0]).size  # halvings up to the full size
+        for w, h in sizes:  # every listed size is there, at that size
+            assert Image.open(site / "img/1/full" / f"{w},{h}" / "0/default.jpg").size == (w, h)
+        report = col.add([url], progress=False)
+        assert report.added == len(PHOTOS) and not report.errors, report
+        items = col.items()
+        assert list(items["canvas_label"]) == [p.name for p in pictures]
+        assert set(items["manifest_label"]) == {"Published"}
+        # fetched at the smallest listed size whose short side is at least the model's
+        side = fetch_side(tiny_embedder)
+        files = col.paths(items["id"])
+        for page, item in zip(items["page"], items["id"], strict=True):
+            listed = json.loads((site / "img" / str(page) / "info.json").read_text())["sizes"]
+            big = [(s["width"], s["height"]) for s in listed if min(s.values()) >= side]
+            assert Image.open(files[item]).size == min(big, key=lambda s: s[0] * s[1])
+        before = server.requests
+        assert col.add([url], progress=False).added == 0
+        assert server.requests == before  # the manifest and the pictures come from the cache
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a picture")
+    with pytest.raises(UsageError, match=r"broken\.jpg"):
+        publish_level0([tmp_path / "broken.jpg"], tmp_path / "site2", "http://127.0.0.1:1")
