@@ -259,6 +259,7 @@ class LocalVerifier:
         self.ratio = float(ratio)
         self.flip = bool(flip)
         self._sift = cv2.SIFT_create(nfeatures=int(features), contrastThreshold=CONTRAST)
+        self._fine = cv2.SIFT_create(nfeatures=int(features), contrastThreshold=CONTRAST / 8)
         self._matcher = cv2.BFMatcher(cv2.NORM_L2)
         self._cache: dict[tuple[int, bool], _Features] = {}
         self._grey: dict[int, np.ndarray] = {}
@@ -288,6 +289,8 @@ class LocalVerifier:
             if flipped:
                 grey = np.ascontiguousarray(grey[:, ::-1])
             kps, desc = self._sift.detectAndCompute(grey, None)
+            if len(kps) < MIN_KEYPOINTS:  # a plain or low-contrast picture: a finer look
+                kps, desc = self._fine.detectAndCompute(grey, None)
             xy = np.array([kp.pt for kp in kps], np.float32).reshape(-1, 2)
             got = _Features(xy, desc, grey.shape[:2])
             self._cache[key] = got
