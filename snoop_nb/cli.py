@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fetch manifests and remote pictures again, even those cached or indexed",
     )
     ix.add_argument("--quiet", action="store_true", help="no progress bar")
+    ix.add_argument(
+        "--regions",
+        action="store_true",
+        help="also embed a few windows of every picture (9 by default), so that searches find "
+        "small objects inside pictures and show where (resumable, incremental)",
+    )
     ix.add_argument("--json", action="store_true", help="print the run's report as JSON")
 
     sh = sub.add_parser("shots", help="print the shots and keyframes of one video (no collection)")
@@ -158,6 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["video"],
         default=None,
         help="one result per video, best first, with its moments",
+    )
+    se.add_argument(
+        "--box",
+        metavar="X0,Y0,X1,Y1",
+        help="with --image or --item: search by that region of the picture (fractions of its "
+        "width and height, or pixels)",
+    )
+    se.add_argument(
+        "--no-regions",
+        dest="regions",
+        action="store_false",
+        default=None,
+        help="ignore the indexed regions (default: used when the collection has them)",
     )
     se.add_argument("--exact", action="store_true", help="exact search, whatever the size")
     se.add_argument(
@@ -426,6 +445,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             )
         else:
             report = col.add(args.paths, **options)
+        regions = col.index_regions(progress=not args.json) if args.regions else None
         summary = col.info()
         if args.json:
             out = {
@@ -446,12 +466,20 @@ def cmd_index(args: argparse.Namespace) -> int:
                 "collection_hours": summary["hours"],
                 "seconds": round(report.seconds, 3),
             }
+            if regions is not None:
+                out["regions"] = regions  # {added, regions, failed, items, seconds}
             _print_json(out)
         else:
             held = ""
             if summary["videos"]:
                 held = f" ({summary['videos']} videos, {summary['hours']:.2f} h)"
             _print(f"{col.root}: {report}; {len(col)} items in all{held}")
+            if regions is not None:
+                _print(
+                    f"regions: {regions['regions']} windows of {regions['added']} pictures "
+                    f"embedded ({regions['failed']} unreadable), {regions['items']} pictures "
+                    f"with regions in all, in {regions['seconds']:.1f} s"
+                )
             for uri, reason in report.errors:
                 _print(f"  skipped {uri}: {reason}", file=sys.stderr)
             for uri, message in report.warnings:
@@ -494,6 +522,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.image is not None and not Path(args.image).is_file():
         raise UsageError(f"--image {args.image}: no such file")
     clip = _clip(args.clip) if args.clip is not None else None
+    box = _box(args.box) if args.box is not None else None
     col = open_collection(args.collection, device=args.device)
     with col:
         df = col.search(
@@ -505,9 +534,12 @@ def cmd_search(args: argparse.Namespace) -> int:
             exact=True if args.exact else None,
             group=args.group,
             expand=args.expand,
+            box=box,
+            regions=args.regions,
         )
     if args.group is None:
-        _print_results(df, args.json, ["rank", "id", "score", "uri"])
+        shown = ["rank", "id", "score", "uri"] + (["box"] if "box" in df else [])
+        _print_results(df, args.json, shown)
         return 0
     if args.json:
         _print_json(_plain(df.to_dict(orient="records")))
@@ -517,6 +549,17 @@ def cmd_search(args: argparse.Namespace) -> int:
         at = f" at {timecode(best['t'])}" if best.get("t") is not None else ""
         _print(f"{r.rank:3d}  {r.score:.3f}  {r.hits:3d} hits{at}  {escaped(str(r.video))}")
     return 0
+
+
+def _box(text: str) -> tuple[float, ...]:
+    """``X0,Y0,X1,Y1`` as a box."""
+    try:
+        box = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        raise UsageError(f"--box {text}: give four numbers, X0,Y0,X1,Y1")
+    return box
 
 
 def _clip(text: str):

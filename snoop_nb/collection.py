@@ -121,6 +121,7 @@ class Collection:
         self._embedder_lock = threading.Lock()
         self._kb = None
         self._kb_lock = threading.Lock()
+        self._regions = None  # the RegionStore, opened on first use (snoop_nb.regions)
         #: (corpus size, ids, their float16 vectors): the random reservoir feedback sessions
         #: draw pseudo-negatives from in a large corpus (see FeedbackSession._reservoir)
         self._pseudo_reservoir: tuple[int, np.ndarray, np.ndarray] | None = None
@@ -172,6 +173,9 @@ class Collection:
     def close(self) -> None:
         if self._kb is not None:
             self._kb.close()
+        if self._regions is not None:
+            self._regions.close()
+            self._regions = None
         self._catalog.close()
 
     def __enter__(self) -> Collection:
@@ -551,6 +555,27 @@ class Collection:
         ids = frames["id"][frames["kind"] == "keyframe"] if "kind" in frames else []
         return find_duplicates(self, ids=ids, **options).segments
 
+    # --- regions ------------------------------------------------------------------------
+    def region_store(self, *, create: bool = False):
+        """The collection's :class:`~snoop_nb.regions.RegionStore`, or None when it has no
+        regions (``create=True``: an empty one is made)."""
+        from snoop_nb import regions
+
+        if self._regions is None:
+            if not create and not (self.root / regions.REGIONS_FILE).is_file():
+                return None
+            self._regions = regions.RegionStore(self, create=True)
+        return self._regions
+
+    def index_regions(self, **options: Any) -> dict[str, Any]:
+        """Embed a few windows of every picture not done yet, so that searches find small
+        objects (see :mod:`snoop_nb.regions`; ``scales``, ``stride``, ``batch``,
+        ``progress``). Incremental and resumable; holds the writer lock while it runs."""
+        from snoop_nb.regions import index_regions
+
+        with self._writer_lock():
+            return index_regions(self, **options)
+
     # --- search -------------------------------------------------------------------------
     def search(
         self,
@@ -564,10 +589,17 @@ class Collection:
         exact: bool | None = None,
         group: str | None = None,
         expand: bool = True,
+        box: Any = None,
+        regions: bool | None = None,
     ) -> pd.DataFrame:
         """Nearest items to one query: an item id (a keyframe's too), an image, a text, a
         vector, or a clip of video (``"file.mp4"`` or ``("file.mp4", t0, t1)`` seconds:
-        several frames pooled).
+        several frames pooled). ``box=(x0, y0, x1, y1)`` with ``item`` or ``image``: the query
+        is that region of the picture (fractions of its width and height, or pixels).
+        ``regions``: also match the indexed regions of the items (default: when the
+        collection has them, :meth:`index_regions`); rows then carry the matching region's
+        ``box`` (None: the whole picture matched better) and ``region_similarity``, and the
+        score is the similarity (no diffusion: its graph is of whole pictures).
 
         Returns a DataFrame with columns rank, id, uri, score, kind, width, height, video,
         t_start, t_end, ..., and the items' metadata (a keyframe's ``t``, ``shot`` and its
@@ -594,6 +626,8 @@ class Collection:
             exact=exact,
             group=group,
             expand=expand,
+            box=box,
+            regions=regions,
         )
 
 

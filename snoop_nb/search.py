@@ -106,6 +106,8 @@ def search(
     exact: bool | None = None,
     group: str | None = None,
     expand: bool = True,
+    box: Any = None,
+    regions: bool | None = None,
 ) -> pd.DataFrame:
     """The ``k`` items nearest to one query (see :meth:`Collection.search`).
 
@@ -119,7 +121,31 @@ def search(
         raise UsageError("k must be at least 1")
     if group not in (None, "video"):
         raise UsageError(f"group must be 'video' or None, not {group!r}")
-    q = query_vector(col, item=item, image=image, text=text, vector=vector, clip=clip)
+    if box is not None:
+        from snoop_nb.regions import region_query
+
+        if (
+            (item is None and image is None)
+            or text is not None
+            or vector is not None
+            or clip is not None
+        ):
+            raise UsageError("a box is a region of a picture: give it with item= or image=")
+        q = region_query(col, box, item=item, image=image)
+    else:
+        q = query_vector(col, item=item, image=image, text=text, vector=vector, clip=clip)
+    if regions is None:
+        from snoop_nb.regions import has_regions
+
+        regions = has_regions(col)
+    elif regions:
+        from snoop_nb.regions import has_regions
+
+        if not has_regions(col):
+            raise UsageError(
+                f"{col.root} has no regions made by its model: index them first "
+                "(col.index_regions(), snoop index --regions)"
+            )
     n = len(col)
     if exact is None:
         exact = n < EXACT_SEARCH_BELOW
@@ -133,8 +159,14 @@ def search(
     if item is not None:
         keep &= ids != int(item)
     ids, sims = ids[keep], sims[keep].astype(np.float32)
+    region_sims = region_boxes = None
+    if regions:
+        ids, sims, region_sims, region_boxes = _with_regions(col, q, ids, sims, want, item)
     scores = sims
-    if expand and len(ids) > 2:
+    # The diffusion graph is made of whole pictures' vectors: it would pull an object's
+    # matches back towards pictures that merely look like its backgrounds. With regions the
+    # score is the similarity.
+    if expand and not regions and len(ids) > 2:
         m = min(len(ids), diffusion.CANDIDATES)
         head = diffusion.diffuse(sims[:m], col.vectors_of(ids[:m]))
         # beyond the candidates, by similarity, below them all
@@ -144,7 +176,42 @@ def search(
         sims = np.concatenate([sims[:m][order], sims[m:]])
         scores = np.concatenate([head[order], tail]).astype(np.float32)
     hits = results_frame(col, ids[:depth], scores[:depth], similarity=sims[:depth])
+    if regions:
+        hits["region_similarity"] = region_sims[:depth]
+        hits["box"] = [
+            None if np.isnan(b[0]) else tuple(round(float(v), 4) for v in b)
+            for b in region_boxes[:depth]
+        ]
     return group_by_video(hits, k=k) if group else hits
+
+
+def _with_regions(col, q, ids, sims, want: int, item):
+    """Global candidates merged with the items whose best region is nearest: each item's
+    similarity is the better of its global one and its best region's; best first. Returns
+    (ids, similarities, best region similarities, best boxes), the last two NaN where the
+    whole picture matched better than any of its regions."""
+    from snoop_nb.regions import best_regions
+
+    q = q / max(float(np.linalg.norm(q)), 1e-12)
+    r_ids, r_sims, r_boxes = best_regions(col, q, want + 1)
+    if item is not None:
+        keep = r_ids != int(item)
+        r_ids, r_sims, r_boxes = r_ids[keep], r_sims[keep], r_boxes[keep]
+    union = np.union1d(ids, r_ids)
+    glob = np.full(union.size, -np.inf, np.float32)
+    glob[np.searchsorted(union, ids)] = sims
+    missing = ~np.isin(union, ids)
+    if missing.any():  # region hits outside the global candidates: their global similarity
+        glob[missing] = col.vectors_of(union[missing]).astype(np.float32) @ q
+    reg = np.full(union.size, -np.inf, np.float32)
+    boxes = np.full((union.size, 4), np.nan, np.float32)
+    at = np.searchsorted(union, r_ids)
+    reg[at], boxes[at] = r_sims, r_boxes
+    best = np.maximum(glob, reg)
+    whole = reg <= glob  # the whole picture matched better: no region to show
+    reg[whole], boxes[whole] = np.nan, np.nan
+    order = np.argsort(-best, kind="stable")[:want]
+    return union[order], best[order], reg[order], boxes[order]
 
 
 def clip_vector(col: Collection, clip: Any) -> np.ndarray:

@@ -1,0 +1,203 @@
+"""Query by region and region indexing (snoop_nb.regions), with the default model on real
+photographs: a small object pasted into other photographs is found from a picture of the
+object alone far better with the regions indexed, the matching region is the one it was pasted
+in, a box cut from a picture searches by that part, and the region store resumes after a
+killed run, follows removals and records unreadable files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from mediafiles import photo
+
+from snoop_nb import open_collection
+from snoop_nb.errors import UsageError
+from snoop_nb.regions import REGIONS_FILE, fraction_box, region_boxes
+
+pytestmark = pytest.mark.slow  # the default model
+
+SCENES = ("coffee", "astronaut", "rocket", "camera", "immunohistochemistry")
+SIZE = (320, 240)
+#: Where the object is pasted in each scene (pixels of a SIZE scene), and its size.
+SPOT = (200, 150)
+OBJECT = (56, 42)  # a sixth of the scene's width
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory, default_embedder):
+    """Five photographs, the same five with a small cat pasted in, and the cat alone."""
+    root = tmp_path_factory.mktemp("regions")
+    pics = root / "pics"
+    pics.mkdir()
+    cat = photo("chelsea").resize(OBJECT)
+    for name in SCENES:
+        bg = photo(name).convert("RGB").resize(SIZE)
+        bg.save(pics / f"{name}.png")
+        bg.paste(cat, SPOT)
+        bg.save(pics / f"cat_in_{name}.jpg", quality=90)
+    query = root / "cat.png"
+    photo("chelsea").save(query)
+    col = open_collection(root / "col", create=True, embedder=default_embedder)
+    col.add([pics], progress=False)
+    yield col, pics, query
+    col.close()
+
+
+def _ranks(df, names) -> list[int]:
+    uris = list(df["uri"])
+    return [next(i for i, u in enumerate(uris, 1) if u.endswith(n)) for n in names]
+
+
+def test_region_boxes_cover_the_picture():
+    boxes = region_boxes()
+    assert len(boxes) == 9 and len(set(boxes)) == 9
+    assert all(
+        abs((x1 - x0) - 0.5) < 1e-6 and abs((y1 - y0) - 0.5) < 1e-6 for x0, y0, x1, y1 in boxes
+    )
+    # any object up to a quarter of the picture lies whole inside one window
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        x, y = rng.uniform(0, 0.75, 2)
+        assert any(b[0] <= x and x + 0.25 <= b[2] and b[1] <= y and y + 0.25 <= b[3] for b in boxes)
+    assert len(region_boxes((0.5, 1 / 3))) == 9 + 25
+    with pytest.raises(UsageError):
+        region_boxes((1.5,))
+
+
+def test_fraction_box_reads_fractions_and_pixels():
+    assert fraction_box((0.1, 0.2, 0.5, 0.6), (320, 240)) == (0.1, 0.2, 0.5, 0.6)
+    assert fraction_box((160, 120, 320, 240), (320, 240)) == (0.5, 0.5, 1.0, 1.0)
+    assert fraction_box((0.5, 0.6, 0.1, 0.2), (10, 10)) == (0.1, 0.2, 0.5, 0.6)  # any corner order
+    for bad in [(0.2, 0.2, 0.2, 0.5), (2, 2), ("a", 0, 1, 1), (0, 0, float("nan"), 1)]:
+        with pytest.raises(UsageError):
+            fraction_box(bad, (100, 100))
+
+
+def test_a_small_object_is_found_with_regions_and_boxed_where_it_was_pasted(scenes):
+    col, _, query = scenes
+    with_cat = [f"cat_in_{n}.jpg" for n in SCENES]
+    assert not (col.root / REGIONS_FILE).exists()
+    before = col.search(image=str(query), k=len(col), expand=False)
+    assert "box" not in before  # no regions: the plain search, unchanged
+    report = col.index_regions(progress=False)
+    assert report["added"] == len(col) and report["regions"] == 9 * len(col)
+    assert report["failed"] == 0
+    after = col.search(image=str(query), k=len(col), expand=False)
+    assert sorted(_ranks(after, with_cat)) == [1, 2, 3, 4, 5]  # every scene with the cat first
+
+    def margin(df):  # the worst scene with the cat against the best picture without it
+        cat = df["uri"].map(lambda u: u.split("/")[-1] in with_cat)
+        return df["similarity"][cat].min() - df["similarity"][~cat].max()
+
+    assert margin(after) > margin(before) + 0.1
+    hits = after.iloc[:5]
+    assert (hits["similarity"] >= hits["region_similarity"] - 1e-6).all()
+    cx = (SPOT[0] + OBJECT[0] / 2) / SIZE[0]
+    cy = (SPOT[1] + OBJECT[1] / 2) / SIZE[1]
+    for box in hits["box"]:  # the matching window holds the pasted cat
+        assert box is not None and box[0] <= cx <= box[2] and box[1] <= cy <= box[3]
+    plain = col.search(image=str(query), k=len(col), expand=False, regions=False)
+    assert list(plain["id"]) == list(before["id"]) and "box" not in plain
+    default = col.search(image=str(query), k=5)  # expand=True: no diffusion over regions
+    assert list(default["id"]) == list(after["id"][:5])
+    assert np.allclose(default["score"], default["similarity"])
+
+
+def test_a_box_cut_from_a_picture_searches_by_that_part(scenes):
+    col, pics, _ = scenes
+    items = col.items()
+    scene = int(items[items["uri"] == str(pics / "cat_in_coffee.jpg")]["id"].iloc[0])
+    box = (SPOT[0], SPOT[1], SPOT[0] + OBJECT[0], SPOT[1] + OBJECT[1])  # pixels: the cat
+    col.index_regions(progress=False)  # (done already when the test above ran first)
+    hits = col.search(item=scene, box=box, k=4)
+    assert scene not in set(hits["id"])
+    # the other scenes with the cat come before every scene without it
+    others = [f"cat_in_{n}.jpg" for n in SCENES if n != "coffee"]
+    assert sorted(_ranks(hits, others)) == [1, 2, 3, 4]
+    whole = col.search(item=scene, k=4, expand=False, regions=False)
+    assert whole.iloc[0]["uri"].endswith("/coffee.png")  # the whole picture: its own background
+    frac = col.search(image=str(pics / "cat_in_coffee.jpg"), box=(0.625, 0.625, 0.875, 0.875), k=4)
+    assert len(frac) == 4
+    with pytest.raises(UsageError, match="region of a picture"):
+        col.search(text="a cat", box=(0, 0, 0.5, 0.5))
+    with pytest.raises(UsageError, match="no area"):
+        col.search(item=scene, box=(0.5, 0.5, 0.5, 0.9))
+
+
+def test_regions_resume_follow_removals_and_record_bad_files(tmp_path, default_embedder):
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for name in SCENES:
+        photo(name).convert("RGB").resize(SIZE).save(pics / f"{name}.png")
+    col = open_collection(tmp_path / "col", create=True, embedder=default_embedder)
+    with col:
+        col.add([pics], progress=False)
+        with pytest.raises(UsageError, match="no regions"):
+            col.search(item=int(col.ok_ids()[0]), regions=True)
+
+        def killed(done, total):
+            if done >= 2:
+                raise KeyboardInterrupt  # the kernel dies after the first batch
+
+        with pytest.raises(KeyboardInterrupt):
+            col.index_regions(batch=2, progress=False, on_batch=killed)
+        assert col.region_store().stats()["items"] == 2  # that batch was kept whole
+        again = col.index_regions(progress=False)
+        assert again["added"] == len(SCENES) - 2 and again["items"] == len(SCENES)
+        assert col.index_regions(progress=False)["added"] == 0  # nothing left to do
+        # a removed item's regions are never returned
+        gone = int(col.items()[col.items()["uri"].str.endswith("rocket.png")]["id"].iloc[0])
+        col.remove([gone])
+        query = pics / "rocket.png"
+        hits = col.search(image=str(query), k=len(SCENES), expand=False)
+        assert gone not in set(hits["id"]) and len(hits) == len(SCENES) - 1
+        # a new picture is done alone; one unreadable by then is recorded, then retried
+        (pics / "rocket.png").unlink()  # (else adding the folder again brings it back)
+        photo("chelsea").resize(SIZE).save(pics / "chelsea.png")
+        photo("coffee").resize(SIZE).save(pics / "coffee2.png")
+        col.add([pics], progress=False)
+        kept = (pics / "coffee2.png").read_bytes()
+        (pics / "coffee2.png").write_bytes(kept[:100])  # truncated after it was indexed
+        n = col.index_regions(progress=False)
+        assert n["added"] == 2 and n["failed"] == 1 and n["items"] == len(SCENES)
+        (pics / "coffee2.png").write_bytes(kept)
+        n = col.index_regions(progress=False)
+        assert n["added"] == 1 and n["failed"] == 0 and n["items"] == len(SCENES) + 1
+    # reopened: the store is read back; another model's collection would start anew
+    with open_collection(tmp_path / "col", embedder=default_embedder) as col:
+        assert col.region_store().stats()["items"] == len(SCENES) + 1  # 5 - rocket + 2 new
+        assert col.region_store().matches()
+
+
+def test_cli_index_regions_and_search_by_box(scenes, tmp_path):
+    col, pics, query = scenes
+    run = [sys.executable, "-m", "snoop_nb.cli"]
+    r = subprocess.run(
+        [*run, "index", str(pics), "--collection", str(col.root), "--regions", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["regions"]["items"] == len(col) and out["regions"]["added"] == 0  # all done before
+    r = subprocess.run(
+        [*run, "search", "--collection", str(col.root), "--image", str(query), "-k", "3", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert all("cat_in_" in row["uri"] and len(row["box"]) == 4 for row in rows)
+    bad = subprocess.run(
+        [*run, "search", "--collection", str(col.root), "--image", str(query), "--box", "1,2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert bad.returncode == 2 and "four numbers" in bad.stderr
