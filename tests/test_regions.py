@@ -201,3 +201,44 @@ def test_cli_index_regions_and_search_by_box(scenes, tmp_path):
         timeout=600,
     )
     assert bad.returncode == 2 and "four numbers" in bad.stderr
+
+
+@pytest.mark.browser
+def test_the_matching_region_is_boxed_on_its_tile_in_chromium(scenes):
+    """A text search in a real `snoop dashboard` over the scenes: the tiles of pictures whose
+    window matched best show that window, drawn inside the thumbnail where it lies."""
+    from dashboard import chromium, dashboard, new_page, open_app, search_text, tile_ids
+
+    col, _, _ = scenes
+    col.index_regions(progress=False)
+    with dashboard(col.root) as url, chromium() as browser:
+        page = new_page(browser)
+        open_app(page, url + "?user=rhea")
+        search_text(page, "a cat")
+        shown = tile_ids(page)
+        hits = col.search(text="a cat", k=len(shown))  # what the kernel showed
+        boxed = {int(i): b for i, b in zip(hits["id"], hits["box"], strict=True) if b is not None}
+        assert boxed, "no window matched better than a whole picture"
+        page.wait_for_selector(".snoop-tile__region", timeout=30_000)
+        for item, box in boxed.items():
+            if item not in shown:
+                continue
+            geo = page.eval_on_selector(
+                f'.snoop-tile[data-id="{item}"]',
+                """t => { const i = t.querySelector('img').getBoundingClientRect();
+                          const r = t.querySelector('.snoop-tile__region').getBoundingClientRect();
+                          const s = t.querySelector('img');
+                          const k = Math.min(i.width / s.naturalWidth, i.height / s.naturalHeight);
+                          const w = s.naturalWidth * k, h = s.naturalHeight * k;
+                          const x = i.left + (i.width - w) / 2, y = i.top + (i.height - h) / 2;
+                          return [(r.left - x) / w, (r.top - y) / h,
+                                  (r.right - x) / w, (r.bottom - y) / h]; }""",
+            )
+            # drawn where it lies in the picture, to a pixel or two of the thumbnail
+            assert np.allclose(geo, box, atol=0.03), (item, geo, box)
+        plain = [i for i in shown if i not in boxed]
+        for item in plain:
+            assert not page.query_selector(f'.snoop-tile[data-id="{item}"] .snoop-tile__region')
+        from test_grid_browser import shot
+
+        shot(page, "regions-boxed")

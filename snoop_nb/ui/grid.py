@@ -44,6 +44,8 @@ _HIDDEN_META = {
     "t_end",
     "copies",
     "copy_ids",
+    "box",
+    "region_similarity",
 }
 
 _LABEL_WORDS = {1: "relevant", -1: "not relevant", 0: "unlabelled"}
@@ -414,6 +416,11 @@ class ImageGrid(v.VuetifyTemplate):
         copies = row.get("copies")  # rows folded into this one (snoop_nb.copies.collapse)
         if copies is not None and pd.notna(copies) and int(copies) > 0:
             tile["copies"] = int(copies)
+        box, w, h = row.get("box"), row.get("width"), row.get("height")
+        if isinstance(box, (tuple, list)) and len(box) == 4 and pd.notna(w) and pd.notna(h):
+            # the window that matched (snoop_nb.regions), drawn over the picture's thumbnail
+            tile["box"] = [round(float(b), 4) for b in box]
+            tile["aspect"] = round(float(w) / max(float(h), 1.0), 4)
         video, t = row.get("video"), row.get("t")
         if row.get("kind") == "keyframe" and isinstance(video, str):
             t = float(t) if t is not None and pd.notna(t) else float(row.get("t_start") or 0.0)
