@@ -171,7 +171,7 @@ def run_set(name: str, args, work: Path, embedder) -> list[dict[str, Any]]:
         glob = _metrics(col, relevant, queries, False, k)
         rows.append({"set": name, "method": "global vectors", **glob, "items": len(col)})
         t0 = time.perf_counter()
-        report = col.index_regions(progress=False)
+        report = col.index_regions(progress=False, scales=args.scales)
         reg_s = time.perf_counter() - t0
         reg = _metrics(col, relevant, queries, True, k)
         size = sum(f.stat().st_size for f in col.root.glob(REGIONS_FILE + "*"))  # with its WAL
@@ -198,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--distractors", type=int, default=200)
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--scales",
+        type=lambda t: tuple(float(x) for x in t.split(",")),
+        default=(0.5,),
+        help="window sizes, fractions of the picture (default 0.5: 9 windows)",
+    )
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", type=Path, default=RESULTS)
     args = p.parse_args(argv)

@@ -87,8 +87,11 @@ def region_boxes(scales: Sequence[float] = SCALES, stride: float = STRIDE) -> li
             raise UsageError(f"a region scale is a fraction of the picture in (0, 1), not {s}")
         step = max(stride * s, 1e-6)
         starts = list(np.arange(0.0, 1.0 - s + 1e-9, step))
-        if starts[-1] < 1.0 - s - 1e-9:
-            starts.append(1.0 - s)
+        if starts[-1] < 1.0 - s - 1e-6:  # the last window flush with the far edge
+            if (1.0 - s) - starts[-1] < step / 2:
+                starts[-1] = 1.0 - s  # (moved there, rather than a near-copy beside it)
+            else:
+                starts.append(1.0 - s)
         for y in starts:
             for x in starts:
                 boxes.append(
@@ -256,7 +259,7 @@ def has_regions(col: Collection) -> bool:
 def index_regions(
     col: Collection,
     *,
-    scales: Sequence[float] = SCALES,
+    scales: Sequence[float] | None = None,
     stride: float = STRIDE,
     batch: int = BATCH,
     progress: bool | None = None,
@@ -267,19 +270,25 @@ def index_regions(
     Keyframes of videos are pictures too. Returns ``{"added", "regions", "failed", "items",
     "seconds"}``: pictures done by this run, their regions, pictures that could not be read
     (recorded, not raised: a bad file never stops the run), items with regions in all.
+
+    ``scales`` (window sizes, fractions of the picture): by default those the store was made
+    with, else :data:`SCALES`; other scales than the store's start it anew, as does another
+    embedder.
     """
     import json
 
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    boxes = region_boxes(scales, stride)
     store = col.region_store(create=True)
     assert store is not None
     meta = store.meta()
-    if meta.get("embedder") != col.embedder_id or json.loads(meta.get("boxes", "null")) != [
-        list(b) for b in boxes
-    ]:
+    stored = json.loads(meta.get("boxes", "null"))
+    if scales is None and stored and meta.get("embedder") == col.embedder_id:
+        boxes = [tuple(b) for b in stored]
+    else:
+        boxes = region_boxes(SCALES if scales is None else scales, stride)
+    if meta.get("embedder") != col.embedder_id or stored != [list(b) for b in boxes]:
         store.reset(boxes)
     todo = np.setdiff1d(col.ok_ids(), store.done_ids())
     added = regions = failed = 0

@@ -63,7 +63,7 @@ def test_region_boxes_cover_the_picture():
     for _ in range(200):
         x, y = rng.uniform(0, 0.75, 2)
         assert any(b[0] <= x and x + 0.25 <= b[2] and b[1] <= y and y + 0.25 <= b[3] for b in boxes)
-    assert len(region_boxes((0.5, 1 / 3))) == 9 + 25
+    assert len(region_boxes((0.5, 1 / 3))) == len(region_boxes((0.5, 0.3333))) == 9 + 25
     with pytest.raises(UsageError):
         region_boxes((1.5,))
 
@@ -149,6 +149,9 @@ def test_regions_resume_follow_removals_and_record_bad_files(tmp_path, default_e
         again = col.index_regions(progress=False)
         assert again["added"] == len(SCENES) - 2 and again["items"] == len(SCENES)
         assert col.index_regions(progress=False)["added"] == 0  # nothing left to do
+        finer = col.index_regions(progress=False, scales=(0.5, 1 / 3))  # other windows: anew
+        assert finer["added"] == len(SCENES) and finer["regions"] == 34 * len(SCENES)
+        assert col.index_regions(progress=False)["added"] == 0  # the store's windows kept
         # a removed item's regions are never returned
         gone = int(col.items()[col.items()["uri"].str.endswith("rocket.png")]["id"].iloc[0])
         col.remove([gone])
