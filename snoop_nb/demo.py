@@ -43,6 +43,11 @@ def build(images: Path, collection: Path, *, device: str = "auto") -> Collection
     col = open_collection(collection, create=True, device=device)
     report = col.add([images], meta=folder_labels(images))
     print(f"{col.root}: {report}")
+    from snoop_nb.vmap import visual_map
+
+    # the dashboard's Map tab reads this layout; it is built once here, never per visitor
+    m = visual_map(col)
+    print(f"{col.root}: visual map of {len(m)} items" + (" (stale)" if m.stale else ""))
     return col
 
 

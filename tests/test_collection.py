@@ -711,3 +711,22 @@ def test_adding_nothing_new_loads_no_model(tmp_path, tiny_clip, photo_set):
     with open_collection(root) as col:
         report = col.add([photo_set["rocket"][0].parent], progress=False)
         assert (report.skipped, report.added) == (5, 0) and col._embedder is None
+
+
+def test_a_collection_inside_the_folder_it_indexes_never_indexes_its_own_files(
+    tmp_path, tiny_embedder
+):
+    """Its keyframes and cached remote pictures are pictures under the indexed folder too."""
+    pics = tmp_path / "pics"
+    make_good_images(pics)
+    with open_collection(pics / "col.snoop", create=True, embedder=tiny_embedder) as c:
+        first = c.add([pics], progress=False)
+        n = len(c)
+        own = pics / "col.snoop" / "keyframes"
+        own.mkdir()
+        shutil.copy(next(p for p in pics.iterdir() if p.suffix == ".png"), own / "0.png")
+        again = c.add([pics], progress=False)
+        assert again.added == 0 and len(c) == n
+        assert any("inside the collection" in m for _, m in again.warnings)
+        assert not any(str(pics / "col.snoop") in u for u in c.items()["uri"])
+        assert first.added == n

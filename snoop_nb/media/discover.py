@@ -67,6 +67,21 @@ def discover_images(
     return _discover(_roots(paths), include_hidden, is_image_name)
 
 
+def outside(found: Iterable[Path], folder: str | os.PathLike[str]) -> tuple[list[Path], int]:
+    """``found`` without the files inside ``folder`` (a collection's own directory: its
+    keyframes, its cache of remote pictures), and how many were left out. A collection kept
+    inside the folder it indexes must not index its own files on the next run."""
+    top = os.path.realpath(folder)
+    kept, dropped = [], 0
+    for path in found:
+        real = os.path.realpath(path)
+        if real == top or real.startswith(top + os.sep):
+            dropped += 1
+        else:
+            kept.append(path)
+    return kept, dropped
+
+
 def discover_media(
     paths: Iterable[str | os.PathLike[str]], *, include_hidden: bool = False
 ) -> Iterator[Path]:

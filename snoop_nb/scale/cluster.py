@@ -378,7 +378,7 @@ def add_distributed(
 
     >>> add_distributed(col, ["photos/"], scheduler="local:2", shard_size=128)  # doctest: +SKIP
     """
-    from snoop_nb.media.discover import discover_media, is_video_name
+    from snoop_nb.media.discover import discover_media, is_video_name, outside
     from snoop_nb.media.video import DETECTORS
     from snoop_nb.store.videos import read_sidecar
 
@@ -402,7 +402,11 @@ def add_distributed(
     if metadata is not None:
         sidecar, notes = read_sidecar(metadata)
         report.warnings += [(str(metadata), n) for n in notes]
-    found = list(discover_media(paths))
+    found, own = outside(discover_media(paths), col.root)
+    if own:
+        report.warnings.append(
+            (str(col.root), f"{own} files inside the collection itself left out")
+        )
     adder = col._adder  # the collection's own writer: its plan and commit paths
     spec = embedder_spec(col, device)
     with writer_lock(col.root):

@@ -210,7 +210,7 @@ class Adder:
         from their file (:class:`snoop_nb.sources.Remote`: a URL and its cached copy, or a
         listed file and why it is missing), embedded with the discovered pictures."""
         from snoop_nb.embed.pipeline import embed_stream
-        from snoop_nb.media.discover import discover_media, is_video_name
+        from snoop_nb.media.discover import discover_media, is_video_name, outside
 
         start = time.monotonic()
         report = AddReport()
@@ -223,7 +223,11 @@ class Adder:
         if metadata is not None:
             sidecar, notes = read_sidecar(metadata)
             report.warnings += [(str(metadata), n) for n in notes]
-        found = list(discover_media(paths))
+        found, own = outside(discover_media(paths), self.root)
+        if own:
+            report.warnings.append(
+                (str(self.root), f"{own} files inside the collection itself left out")
+            )
         videos = [p for p in found if is_video_name(p.name)]
         images = [p for p in found if not is_video_name(p.name)]
         with writer_lock(self.root):
