@@ -245,3 +245,42 @@ def test_the_matching_region_is_boxed_on_its_tile_in_chromium(scenes):
         from test_grid_browser import shot
 
         shot(page, "regions-boxed")
+        # a box drawn with the mouse on a scene's picture, around the cat: search by it
+        items = col.items()
+        scene = int(items[items["uri"].str.endswith("/cat_in_coffee.jpg")]["id"].iloc[0])
+        others = {
+            int(i)
+            for i, u in zip(items["id"], items["uri"], strict=True)
+            if "cat_in_" in u and int(i) != scene
+        }
+        img = page.eval_on_selector(
+            f'.snoop-tile[data-id="{scene}"] img',
+            """s => { const i = s.getBoundingClientRect();
+                      const k = Math.min(i.width / s.naturalWidth, i.height / s.naturalHeight);
+                      const w = s.naturalWidth * k, h = s.naturalHeight * k;
+                      return [i.left + (i.width - w) / 2, i.top + (i.height - h) / 2, w, h]; }""",
+        )
+        x, y, w, h = img
+        fx0, fy0 = SPOT[0] / SIZE[0], SPOT[1] / SIZE[1]
+        fx1, fy1 = (SPOT[0] + OBJECT[0]) / SIZE[0], (SPOT[1] + OBJECT[1]) / SIZE[1]
+        labels_before = col.kb.users()
+        page.mouse.move(x + fx0 * w, y + fy0 * h)
+        page.mouse.down()
+        page.mouse.move(x + (fx0 + fx1) / 2 * w, y + (fy0 + fy1) / 2 * h, steps=4)
+        page.wait_for_selector(".snoop-tile__drawing", timeout=10_000)  # the box as it is drawn
+        page.mouse.move(x + fx1 * w, y + fy1 * h, steps=4)
+        page.mouse.up()
+        page.wait_for_function(
+            "() => (document.querySelector('.snoop-grid__message') || {}).textContent"
+            "?.includes('search by a region')",
+            timeout=60_000,
+        )
+        page.wait_for_function(
+            f"() => !document.querySelector('.snoop-tile[data-id=\"{scene}\"]')", timeout=30_000
+        )
+        top = tile_ids(page)[:4]
+        assert set(top) == others, (top, others)  # the other scenes with the cat, first
+        assert col.kb.users() == labels_before  # the drag labelled nothing
+        names = page.eval_on_selector_all(".snoop-tile__name", "ns => ns.map(n => n.textContent)")
+        assert all(n.startswith("cat_in_") for n in names[:4]), names
+        shot(page, "regions-drawn")

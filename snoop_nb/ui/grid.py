@@ -294,6 +294,27 @@ class ImageGrid(v.VuetifyTemplate):
         else:
             self.show(self.col.search(item=item_id, k=max(self.page_size * 4, 100)))
 
+    def vue_region(self, data: dict) -> None:
+        """A box drawn on a tile's picture: search by that part of it (snoop_nb.regions)."""
+        item_id = int(data["id"])
+        box = [float(v) for v in data["box"]]
+        self.search_region(item_id, box)
+
+    def search_region(self, item_id: int, box) -> None:
+        """Show the items nearest to the ``box`` (fractions of its picture) of ``item_id``."""
+        from snoop_nb.errors import SnoopError
+
+        try:
+            found = self.col.search(item=item_id, box=box, k=max(self.page_size * 4, 100))
+        except SnoopError as e:
+            self.message = str(e)
+            return
+        self.show(found)
+        self.message = (
+            f"search by a region of #{item_id}: "
+            f"({', '.join(f'{v:.2f}' for v in box)}) of its picture"
+        )
+
     def vue_play(self, data: dict) -> None:
         item_id = int(data["id"])
         for handler in self._play_handlers:
