@@ -244,9 +244,10 @@ def test_app_has_a_videos_tab_for_videos_only(vcol, own, tmp_path):
     pictures = copy_demo_collection(tmp_path / "pictures")
     plain = App(pictures, user="pia", warm_up=False)
     assert plain.videos is None
-    assert [t.value for t in plain.tabs.children] == ["search", "explore"]
+    common = ["search", "explore", "map", "copies"]
+    assert [t.value for t in plain.tabs.children] == common
     both = App(pictures, user="pia", warm_up=False, videos=vcol)
-    assert [t.value for t in both.tabs.children] == ["search", "explore", "videos"]
+    assert [t.value for t in both.tabs.children] == [*common, "videos"]
     assert both.videos.grid.tiles and all(t.get("timecode") for t in both.videos.grid.tiles)
     # a collection holding videos has the tab itself, and its grid plays in it
     mixed = App(own, user="pia", warm_up=False)
