@@ -232,6 +232,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help='print a list of groups, each {"uris": [...], "ids": [...]}',
     )
+    kept = du.add_mutually_exclusive_group()
+    kept.add_argument(
+        "--save",
+        action="store_true",
+        help="keep the copies in the collection (collapsing copies and the Copies tab read "
+        "them); when kept before, verify only the items added since",
+    )
+    kept.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="like --save, but verify every item again",
+    )
+    kept.add_argument(
+        "--saved",
+        action="store_true",
+        help="print the copies kept in the collection, verifying nothing",
+    )
 
     mp = sub.add_parser(
         "map", help="build the collection's visual map (UMAP), cached for the UI and dashboard"
@@ -589,10 +606,29 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
 
     if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold {args.threshold}: a cosine, between -1 and 1")
+    options = {
+        "threshold": args.threshold,
+        "k": args.k,
+        "verify": args.verify,
+        "min_inliers": args.min_inliers,
+    }
     with open_collection(args.collection) as col:
-        found = col.duplicates(
-            threshold=args.threshold, k=args.k, verify=args.verify, min_inliers=args.min_inliers
-        )
+        if args.saved:
+            found = col.saved_duplicates()
+            if found is None:
+                raise UsageError(
+                    f"no copies kept in {args.collection}: run snoop duplicates --save first"
+                )
+            if found.unchecked:
+                _print(
+                    f"snoop: {len(found.unchecked)} items added since {found.saved} are not "
+                    "checked (snoop duplicates --save checks them)",
+                    file=sys.stderr,
+                )
+        elif args.save or args.rebuild:
+            found = col.update_duplicates(rebuild=args.rebuild, progress=not args.json, **options)
+        else:
+            found = col.duplicates(**options)
     for s in found.skipped:
         _print(f"snoop: skipped {s['uri']}: {s['reason']}", file=sys.stderr)
     if args.json:

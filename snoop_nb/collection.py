@@ -545,6 +545,26 @@ class Collection:
 
         return find_duplicates(self, **options)
 
+    def update_duplicates(self, *, rebuild: bool = False, **options: Any):
+        """Find the copies of the whole collection and keep them in it (``copies.json``), so
+        that collapsing copies and the Copies tab read them: only the items added since the
+        last time are verified (``rebuild=True``: all). See
+        :func:`snoop_nb.copies.update_duplicates`.
+
+        >>> col.update_duplicates(progress=True).groups   # doctest: +SKIP
+        """
+        from snoop_nb.copies import update_duplicates
+
+        return update_duplicates(self, rebuild=rebuild, **options)
+
+    def saved_duplicates(self, ids: Iterable[int] | None = None):
+        """The copies kept by :meth:`update_duplicates` (None if never), among the live items
+        (or ``ids``); ``unchecked`` lists the items added since. A file read, no verification.
+        """
+        from snoop_nb.copies import saved_duplicates
+
+        return saved_duplicates(self, ids)
+
     def repeated_segments(self, **options: Any) -> pd.DataFrame:
         """Segments of a video shown again in another (a rebroadcast): one row per segment,
         ``video_a, t_a, video_b, t_b, duration`` (s), the offset and the keyframes matched

@@ -9,6 +9,8 @@ then DISC21's):
    collection's index above), each pair once.
 2. **Verification** with local features: SIFT keypoints of both pictures (decoded by
    :func:`~snoop_nb.media.decode.load_image` at a bounded size, small ones enlarged to it),
+   described as RootSIFT (Arandjelović and Zisserman, CVPR 2012: the square root of the
+   L1-normalised descriptor, so that L2 distances compare them by Hellinger's kernel),
    matched with Lowe's ratio test and checked by RANSAC for one similarity transform
    (``cv2.estimateAffinePartial2D``: scale, rotation, shift, which crops and resizes are). The
    score is the number of matches that agree with it (inliers); a pair is a copy at
@@ -29,6 +31,7 @@ by one offset and follow each other, are a repeated segment (a rebroadcast), rep
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,7 +136,9 @@ class Duplicates:
       the cosine breaking ties);
     - ``segments``: repeated video segments (:data:`SEGMENT_COLUMNS`), one row per segment;
     - ``skipped``: ``[{"id", "uri", "reason"}]``, the items that could not be verified;
-    - ``params``: the parameters used.
+    - ``params``: the parameters used;
+    - ``saved``: when what was kept in the collection was found (UTC, ISO 8601; None: found
+      now), and ``unchecked``, the live items it has not looked at yet (added since).
     """
 
     groups: list[CopyGroup]
@@ -141,6 +146,8 @@ class Duplicates:
     segments: pd.DataFrame
     skipped: list[dict[str, Any]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    saved: str | None = None
+    unchecked: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -291,6 +298,8 @@ class LocalVerifier:
             kps, desc = self._sift.detectAndCompute(grey, None)
             if len(kps) < MIN_KEYPOINTS:  # a plain or low-contrast picture: a finer look
                 kps, desc = self._fine.detectAndCompute(grey, None)
+            if desc is not None and len(desc):
+                desc = root_sift(desc)
             xy = np.array([kp.pt for kp in kps], np.float32).reshape(-1, 2)
             got = _Features(xy, desc, grey.shape[:2])
             self._cache[key] = got
@@ -360,6 +369,12 @@ class Match(NamedTuple):
     coverage: float
     mirrored: bool
     keypoints: int
+
+
+def root_sift(desc: np.ndarray) -> np.ndarray:
+    """SIFT descriptors as RootSIFT: each L1-normalised, then its square root (unit L2)."""
+    desc = np.asarray(desc, np.float32)
+    return np.sqrt(desc / np.maximum(desc.sum(axis=1, keepdims=True), 1e-7))
 
 
 def _hull_share(points: np.ndarray, shape: tuple[int, int]) -> float:
@@ -483,6 +498,7 @@ def find_duplicates(
     side: int = SIDE,
     segments: bool = True,
     min_keyframes: int = 2,
+    touching: Iterable[int] | None = None,
     progress: bool = False,
 ) -> Duplicates:
     """Copies among the live items of ``col`` (or ``ids``): see the module's docstring.
@@ -492,8 +508,9 @@ def find_duplicates(
     neighbours looked at per item; ``min_inliers`` the verification's bar; ``flip`` matches
     mirrored copies too; ``side`` the longest side pictures are verified at. ``segments`` chains
     copied keyframes of two videos into repeated segments (at least ``min_keyframes`` each).
+    ``touching`` keeps only the candidate pairs with an item among those ids (the others were
+    checked before: :func:`update_duplicates`).
     """
-    import pandas as pd
 
     if threshold is None:
         threshold = CANDIDATE_SIMILARITY if verify else GLOBAL_SIMILARITY
@@ -504,6 +521,10 @@ def find_duplicates(
     live = col.ok_ids()
     chosen = live if ids is None else np.intersect1d(np.asarray(list(ids), np.int64), live)
     a, b, sim = candidate_pairs(col, chosen, k=k, threshold=float(threshold), mutual=mutual)
+    if touching is not None:
+        near = np.asarray(list(touching), np.int64)
+        keep = np.isin(a, near) | np.isin(b, near)
+        a, b, sim = a[keep], b[keep], sim[keep]
     params = {
         "threshold": float(threshold),
         "k": int(k),
@@ -551,33 +572,69 @@ def find_duplicates(
     else:
         verified = sim >= float(threshold)
         score = sim.astype(np.float64)
-    uris = _uris(col, np.concatenate([a, b]))
-    pairs = pd.DataFrame(
+    pairs = _pairs_frame(
+        col,
         {
             "id_a": a,
             "id_b": b,
-            "uri_a": [uris.get(int(i), "") for i in a],
-            "uri_b": [uris.get(int(i), "") for i in b],
             "similarity": sim.astype(np.float64),
             "inliers": inliers,
             "matches": matches,
-            "inlier_ratio": np.where(matches > 0, inliers.clip(0) / np.maximum(matches, 1), 0.0),
             "coverage": coverage,
             "keypoints": keypoints,
             "mirrored": mirrored,
             "verified": verified,
             "score": score,
         },
+    )
+    return _assemble(col, pairs, skipped, params, segments=segments, min_keyframes=min_keyframes)
+
+
+def _pairs_frame(col: Collection, columns: dict[str, Any]) -> pd.DataFrame:
+    """The pairs table (:data:`PAIR_COLUMNS`, best first) from its columns, uris looked up."""
+    import pandas as pd
+
+    a = np.asarray(columns["id_a"], np.int64)
+    b = np.asarray(columns["id_b"], np.int64)
+    inliers = np.asarray(columns["inliers"], np.int64)
+    matches = np.asarray(columns["matches"], np.int64)
+    uris = _uris(col, np.concatenate([a, b]))
+    pairs = pd.DataFrame(
+        {
+            **columns,
+            "id_a": a,
+            "id_b": b,
+            "uri_a": [uris.get(int(i), "") for i in a],
+            "uri_b": [uris.get(int(i), "") for i in b],
+            "inlier_ratio": np.where(matches > 0, inliers.clip(0) / np.maximum(matches, 1), 0.0),
+        },
         columns=PAIR_COLUMNS,
     )
-    pairs = pairs.sort_values(["score", "similarity"], ascending=False, ignore_index=True)
+    pairs = pairs.astype({"mirrored": bool, "verified": bool})
+    return pairs.sort_values(["score", "similarity"], ascending=False, ignore_index=True)
+
+
+def _assemble(
+    col: Collection,
+    pairs: pd.DataFrame,
+    skipped: list[dict[str, Any]],
+    params: dict[str, Any],
+    *,
+    segments: bool = True,
+    min_keyframes: int = 2,
+) -> Duplicates:
+    """:class:`Duplicates` from a pairs table: the verified pairs' groups and segments."""
+    import pandas as pd
+
     good = pairs[pairs["verified"]]
     best: dict[int, float] = {}
     for x, y, s in zip(good["id_a"], good["id_b"], good["score"], strict=True):
         for i in (int(x), int(y)):
             best[i] = max(best.get(i, 0.0), float(s))
+    uri_of = dict(zip(good["id_a"], good["uri_a"], strict=True))
+    uri_of.update(zip(good["id_b"], good["uri_b"], strict=True))
     groups = [
-        CopyGroup(g, [uris.get(i, "") for i in g], max(best.get(i, 0.0) for i in g))
+        CopyGroup(g, [uri_of.get(i, "") for i in g], max(best.get(i, 0.0) for i in g))
         for g in connected_groups(zip(good["id_a"], good["id_b"], strict=True))
     ]
     segs = (
@@ -635,6 +692,273 @@ def collapse(frame: pd.DataFrame, found: Duplicates) -> pd.DataFrame:
     if "rank" in out:
         out["rank"] = np.arange(1, len(out) + 1)
     return out
+
+
+# --- kept in the collection ------------------------------------------------------------------
+#: The copies found in the whole collection, kept in its directory (JSON, written atomically)
+#: by :func:`update_duplicates` and read by the "collapse copies" switch and the Copies tab.
+COPIES_FILE = "copies.json"
+_COPIES_LOCK = ".copies.lock"
+_FORMAT = "snoop-copies/1"
+#: The verification's version: copies kept by another one are found again.
+METHOD = "rootsift-ransac-similarity/1"
+#: The options that decide which pairs are copies: kept copies are updated under the same only.
+KEPT_OPTIONS = ("threshold", "k", "verify", "min_inliers", "mutual", "flip", "side")
+_SAVED_COLUMNS = [
+    "id_a",
+    "id_b",
+    "similarity",
+    "inliers",
+    "matches",
+    "coverage",
+    "keypoints",
+    "mirrored",
+    "score",
+]
+
+
+class CopiesBusyError(SnoopError):
+    """Another process is finding the copies of this collection."""
+
+
+@dataclass
+class _Saved:
+    params: dict[str, Any]
+    covered: np.ndarray  # the ids looked at (sorted)
+    pairs: pd.DataFrame  # the verified pairs, _SAVED_COLUMNS
+    skipped: list[dict[str, Any]]
+    time: str
+
+
+def copies_options(**options: Any) -> dict[str, Any]:
+    """The :data:`KEPT_OPTIONS` of a run with ``options``, defaults filled in."""
+    unknown = set(options) - set(KEPT_OPTIONS)
+    if unknown:
+        raise UsageError(
+            f"unknown option(s) {', '.join(sorted(unknown))}: use {', '.join(KEPT_OPTIONS)}"
+        )
+    verify = True if options.get("verify") is None else bool(options["verify"])
+    threshold = options.get("threshold")
+    if threshold is None:
+        threshold = CANDIDATE_SIMILARITY if verify else GLOBAL_SIMILARITY
+    defaults = {"k": DEFAULT_K, "min_inliers": MIN_INLIERS, "mutual": False, "flip": True}
+    out = {
+        "threshold": float(threshold),
+        "verify": verify,
+        "side": int(options.get("side") or SIDE),
+    }
+    for key, value in defaults.items():
+        got = options.get(key)
+        out[key] = type(value)(value if got is None else got)
+    return {key: out[key] for key in KEPT_OPTIONS}
+
+
+def _ranges(ids: np.ndarray) -> list[list[int]]:
+    """Sorted unique ids as ``[[first, last], ...]`` runs (ids are mostly consecutive)."""
+    ids = np.unique(np.asarray(ids, np.int64))
+    if not ids.size:
+        return []
+    breaks = np.flatnonzero(np.diff(ids) != 1)
+    starts = np.concatenate([ids[:1], ids[breaks + 1]])
+    ends = np.concatenate([ids[breaks], ids[-1:]])
+    return [[int(x), int(y)] for x, y in zip(starts, ends, strict=True)]
+
+
+def _from_ranges(runs) -> np.ndarray:
+    parts = [np.arange(int(x), int(y) + 1, dtype=np.int64) for x, y in runs]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def _read_saved(col: Collection) -> _Saved | None:
+    """The copies kept in ``col``, or None: never found, found with another model or method,
+    or unreadable (then they are found again, with a warning)."""
+    import json
+    import logging
+
+    import pandas as pd
+
+    path = Path(col.root) / COPIES_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if raw.get("format") != _FORMAT:
+            raise ValueError(f"format {raw.get('format')!r}")
+        if raw.get("embedder") != col.embedder_id or raw.get("method") != METHOD:
+            return None
+        pairs = pd.DataFrame(raw["pairs"], columns=_SAVED_COLUMNS)
+        return _Saved(
+            params=dict(raw["params"]),
+            covered=_from_ranges(raw["covered"]),
+            pairs=pairs.astype({"id_a": np.int64, "id_b": np.int64, "mirrored": bool}),
+            skipped=list(raw.get("skipped", [])),
+            time=str(raw.get("time", "")),
+        )
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        logging.getLogger(__name__).warning(
+            "%s is unreadable (%s): copies are found again", path, e
+        )
+        return None
+
+
+def _write_saved(col: Collection, pairs: pd.DataFrame, covered: np.ndarray, found: Duplicates):
+    import json
+
+    from snoop_nb.index.base import atomic_write
+
+    good = pairs[pairs["verified"]]
+    data = {
+        "format": _FORMAT,
+        "method": METHOD,
+        "embedder": col.embedder_id,
+        "params": {k: found.params[k] for k in KEPT_OPTIONS},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "covered": _ranges(covered),
+        "pairs": [
+            [c.item() if hasattr(c, "item") else c for c in row]
+            for row in good[_SAVED_COLUMNS].itertuples(index=False)
+        ],
+        "skipped": [{**s, "id": int(s["id"])} for s in found.skipped],
+    }
+    atomic_write(
+        Path(col.root) / COPIES_FILE,
+        lambda tmp: Path(tmp).write_text(json.dumps(data), encoding="utf-8"),
+    )
+
+
+def _checked(saved: _Saved) -> np.ndarray:
+    """The ids whose pairs were all verified: skipped (unreadable) ones are tried again."""
+    return np.setdiff1d(saved.covered, [int(s["id"]) for s in saved.skipped])
+
+
+def saved_duplicates(
+    col: Collection, ids: Iterable[int] | None = None, *, segments: bool = True
+) -> Duplicates | None:
+    """The copies kept in ``col`` by :func:`update_duplicates` (None if none are), among its
+    live items (or those of ``ids``): removed items dropped, the ones added since in
+    ``unchecked``. Groups are the whole collection's, cut to ``ids``; ``pairs`` holds the
+    verified pairs only. Reading them costs a file read, whatever the collection's size."""
+    saved = _read_saved(col)
+    if saved is None:
+        return None
+    live = col.ok_ids()
+    p = saved.pairs
+    alive = np.isin(p["id_a"].to_numpy(), live) & np.isin(p["id_b"].to_numpy(), live)
+    columns = {c: p[c].to_numpy()[alive] for c in _SAVED_COLUMNS}
+    columns["verified"] = np.ones(int(alive.sum()), bool)
+    found = _assemble(col, _pairs_frame(col, columns), [], dict(saved.params), segments=segments)
+    scope = live if ids is None else np.intersect1d(np.asarray(list(ids), np.int64), live)
+    if ids is not None:
+        inside = set(scope.tolist())
+        cut = [(g, [n for n, i in enumerate(g.ids) if i in inside]) for g in found.groups]
+        found.groups = [
+            CopyGroup([g.ids[n] for n in keep], [g.uris[n] for n in keep], g.score)
+            for g, keep in cut
+            if len(keep) >= 2
+        ]
+        found.groups.sort(key=lambda g: -len(g))
+        pa, pb = found.pairs["id_a"].to_numpy(), found.pairs["id_b"].to_numpy()
+        found.pairs = found.pairs[np.isin(pa, scope) & np.isin(pb, scope)].reset_index(drop=True)
+    found.skipped = [s for s in saved.skipped if int(s["id"]) in set(scope.tolist())]
+    found.saved = saved.time
+    found.unchecked = np.setdiff1d(scope, _checked(saved)).tolist()
+    return found
+
+
+def update_duplicates(
+    col: Collection,
+    *,
+    rebuild: bool = False,
+    wait: float = 3600.0,
+    progress: bool = False,
+    **options: Any,
+) -> Duplicates:
+    """Find the copies of the whole collection and keep them in it (:data:`COPIES_FILE`), so
+    that the "collapse copies" switch and the Copies tab read them rather than verify pictures
+    for each visitor. Incremental: with copies kept under the same options, only the candidate
+    pairs of the items added since (and of those that could not be read) are verified, and
+    removed items are dropped; ``rebuild=True`` (or other ``options``, see
+    :func:`find_duplicates`) verifies everything again. One process at a time: another one
+    waits up to ``wait`` seconds (then :class:`CopiesBusyError`) and reuses what this one kept.
+    Returns :func:`saved_duplicates` of the result (its ``pairs`` also hold the candidates
+    checked now and found no copies)."""
+    from snoop_nb.store.lock import file_lock
+
+    wanted = copies_options(**options)
+
+    def busy() -> CopiesBusyError:
+        return CopiesBusyError(
+            f"the copies of {col.root} are being found by another process; try again later"
+        )
+
+    with file_lock(Path(col.root) / _COPIES_LOCK, wait=wait, busy=busy):
+        live = col.ok_ids()
+        saved = None if rebuild else _read_saved(col)
+        if saved is not None and saved.params == wanted:
+            new = np.setdiff1d(live, _checked(saved))
+            fresh = (
+                find_duplicates(col, touching=new, segments=False, progress=progress, **wanted)
+                if new.size
+                else None
+            )
+            p = saved.pairs
+            alive = np.isin(p["id_a"].to_numpy(), live) & np.isin(p["id_b"].to_numpy(), live)
+            old = {c: p[c].to_numpy()[alive] for c in _SAVED_COLUMNS}
+            old["verified"] = np.ones(int(alive.sum()), bool)
+            kept = _pairs_frame(col, old)
+            if fresh is None:
+                found = _assemble(col, kept, [], dict(saved.params), segments=False)
+                found.skipped = [s for s in saved.skipped if int(s["id"]) in set(live.tolist())]
+            else:
+                import pandas as pd
+
+                both = pd.concat([kept, fresh.pairs], ignore_index=True)
+                both = both.sort_values(["score", "similarity"], ascending=False, ignore_index=True)
+                found = _assemble(col, both, fresh.skipped, fresh.params, segments=False)
+        else:
+            found = find_duplicates(col, segments=False, progress=progress, **wanted)
+        _write_saved(col, found.pairs, live, found)
+        checked_now = found.pairs
+    result = saved_duplicates(col)
+    assert result is not None
+    unverified = checked_now[~checked_now["verified"]]
+    if len(unverified):
+        import pandas as pd
+
+        result.pairs = pd.concat([result.pairs, unverified], ignore_index=True)
+    return result
+
+
+def copies_among(col: Collection, ids: Iterable[int]) -> Duplicates:
+    """The copy groups among ``ids`` (a page of results, for "collapse copies"): those kept in
+    the collection, plus the ones of items it has not checked yet, verified now among ``ids``;
+    all verified now among ``ids`` when none are kept."""
+    ids = np.asarray(list(ids), np.int64)
+    saved = saved_duplicates(col, ids=ids, segments=False)
+    if saved is None:
+        return find_duplicates(col, ids=ids, segments=False)
+    if not saved.unchecked:
+        return saved
+    import pandas as pd
+
+    options = {k: saved.params[k] for k in KEPT_OPTIONS if k in saved.params}
+    fresh = find_duplicates(col, ids=ids, touching=saved.unchecked, segments=False, **options)
+    both = pd.concat([saved.pairs, fresh.pairs], ignore_index=True)
+    found = _assemble(col, both, fresh.skipped, fresh.params, segments=False)
+    # the kept groups join items through others outside ``ids``: link them as groups, not pairs
+    links = [(g.ids[0], i) for g in saved.groups for i in g.ids[1:]]
+    good = fresh.pairs[fresh.pairs["verified"]]
+    links += list(zip(good["id_a"].astype(int), good["id_b"].astype(int), strict=True))
+    uri_of = {
+        i: u for g in (*saved.groups, *found.groups) for i, u in zip(g.ids, g.uris, strict=True)
+    }
+    score_of = {i: g.score for g in (*saved.groups, *found.groups) for i in g.ids}
+    found.groups = [
+        CopyGroup(g, [uri_of.get(i, "") for i in g], max(score_of.get(i, 0.0) for i in g))
+        for g in connected_groups(links)
+    ]
+    found.saved = saved.saved
+    return found
 
 
 # --- video -----------------------------------------------------------------------------------

@@ -48,6 +48,9 @@ def build(images: Path, collection: Path, *, device: str = "auto") -> Collection
     # the dashboard's Map tab reads this layout; it is built once here, never per visitor
     m = visual_map(col)
     print(f"{col.root}: visual map of {len(m)} items" + (" (stale)" if m.stale else ""))
+    # and the copies the "collapse copies" switch and the Copies tab read (new items only)
+    found = col.update_duplicates(progress=True)
+    print(f"{col.root}: {len(found.groups)} groups of copies")
     return col
 
 

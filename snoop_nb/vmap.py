@@ -23,12 +23,10 @@ Removed items are dropped. When the items placed since the build exceed
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -259,28 +257,16 @@ def visual_map(
         return m
 
 
-@contextlib.contextmanager
-def _build_lock(col: Collection, *, wait: float) -> Iterator[None]:
-    fd = os.open(Path(col.root) / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise MapBusyError(
-                        f"the map of {col.root} is being built by another process; "
-                        "open it again when that is done"
-                    ) from None
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+def _build_lock(col: Collection, *, wait: float):
+    from snoop_nb.store.lock import file_lock
+
+    def busy() -> MapBusyError:
+        return MapBusyError(
+            f"the map of {col.root} is being built by another process; "
+            "open it again when that is done"
+        )
+
+    return file_lock(Path(col.root) / _LOCK_NAME, wait=wait, busy=busy)
 
 
 def is_building(col: Collection) -> bool:

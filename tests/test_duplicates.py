@@ -156,6 +156,142 @@ def test_connected_groups_union_find():
     assert connected_groups([(1, 2), (3, 4), (2, 5), (9, 9)]) == [[1, 2, 5], [3, 4], [9]]
 
 
+# --- kept in the collection ------------------------------------------------------------------
+def _kept_copy(copies_col, tmp_path):
+    """A copy of the module's collection directory (items keep their absolute paths)."""
+    import shutil
+
+    col, families, halves = copies_col
+    shutil.copytree(col.root, tmp_path / "col")
+    return open_collection(tmp_path / "col"), families, halves
+
+
+def _count_verified(monkeypatch) -> list[tuple[int, int]]:
+    from snoop_nb.copies import LocalVerifier
+
+    done: list[tuple[int, int]] = []
+    real = LocalVerifier.verify
+
+    def counting(self, a, b):
+        done.append((int(a), int(b)))
+        return real(self, a, b)
+
+    monkeypatch.setattr(LocalVerifier, "verify", counting)
+    return done
+
+
+def test_kept_copies_are_read_and_updated_for_new_items_only(copies_col, tmp_path, monkeypatch):
+    from snoop_nb.copies import COPIES_FILE
+
+    col, families, _ = _kept_copy(copies_col, tmp_path)
+    assert col.saved_duplicates() is None
+    done = _count_verified(monkeypatch)
+    first = col.update_duplicates()
+    assert (col.root / COPIES_FILE).is_file() and done
+    full = len(done)
+    truth = sorted(sorted(str(p) for p in paths) for paths in families.values())
+    assert sorted(sorted(g.uris) for g in first.groups) == truth
+    done.clear()
+    kept = col.saved_duplicates()  # a file read: nothing verified
+    assert not done and kept.saved and kept.unchecked == []
+    assert [g.ids for g in kept.groups] == [g.ids for g in first.groups]
+    assert kept.pairs["verified"].all()
+    # a new copy of the cat and an unrelated photograph
+    cat = Image.open(families["chelsea"][0]).convert("RGB")
+    new_copy = tmp_path / "chelsea_again.jpg"
+    _jpeg(cat.crop((20, 10, cat.width - 30, cat.height - 5)), 50).save(new_copy)
+    other = tmp_path / "coins.png"
+    photo("coins").save(other)
+    col.add([new_copy, other], progress=False)
+    new_ids = set(col.ids_under([new_copy, other]).tolist())
+    assert set(col.saved_duplicates().unchecked) == new_ids
+    done.clear()
+    updated = col.update_duplicates()
+    assert done and len(done) < full
+    assert all(a in new_ids or b in new_ids for a, b in done)  # only the new items' pairs
+    cats = next(g for g in updated.groups if str(families["chelsea"][0]) in g.uris)
+    assert str(new_copy) in cats.uris and len(cats) == len(families["chelsea"]) + 1
+    assert col.saved_duplicates().unchecked == []
+    # a removed item leaves its group, without anything verified again
+    gone = col.ids_under([families["rocket"][1]])
+    col.remove(gone)
+    done.clear()
+    after = col.saved_duplicates()
+    rockets = next(g for g in after.groups if str(families["rocket"][0]) in g.uris)
+    assert int(gone[0]) not in rockets.ids and len(rockets) == len(families["rocket"]) - 1
+    assert not done
+
+
+def test_kept_copies_survive_a_bad_file_and_busy_finders(copies_col, tmp_path, caplog):
+    from snoop_nb.copies import _COPIES_LOCK, COPIES_FILE, CopiesBusyError
+    from snoop_nb.store.lock import file_lock
+
+    col, _, _ = _kept_copy(copies_col, tmp_path)
+    col.update_duplicates()
+    path = col.root / COPIES_FILE
+    path.write_text(path.read_text()[:100])  # cut short (by hand, or a full disk elsewhere)
+    with caplog.at_level("WARNING"):
+        assert col.saved_duplicates() is None
+    assert "unreadable" in caplog.text
+    assert len(col.update_duplicates().groups) == 2  # found again, kept again
+    assert col.saved_duplicates() is not None
+    # another process finding the copies: a clear error after waiting, the kept ones intact
+    busy = RuntimeError("test holds the lock")
+    with file_lock(col.root / _COPIES_LOCK, busy=lambda: busy):
+        with pytest.raises(CopiesBusyError, match="another process"):
+            col.update_duplicates(wait=0.3)
+        assert len(col.saved_duplicates().groups) == 2
+    # other options than the kept ones: everything verified again under them
+    again = col.update_duplicates(min_inliers=40)
+    assert again.params["min_inliers"] == 40
+    assert col.saved_duplicates().params["min_inliers"] == 40
+
+
+def test_collapsing_reads_kept_copies_and_verifies_only_new_items(
+    copies_col, tmp_path, monkeypatch
+):
+    from snoop_nb.copies import collapse, copies_among
+
+    col, families, _ = _kept_copy(copies_col, tmp_path)
+    col.update_duplicates()
+    done = _count_verified(monkeypatch)
+    by_path = {str(p): i for i, p in col.paths(col.ok_ids()).items()}
+    chelsea = [by_path[str(p)] for p in families["chelsea"]]
+    res = col.search(item=chelsea[0], k=20)
+    folded = collapse(res, copies_among(col, res["id"]))
+    assert not done  # kept: nothing verified at search time
+    row = folded[folded["id"].isin(chelsea)].iloc[0]
+    assert row["copies"] == len(chelsea) - 2
+    # a group linked through an item outside the page stays one group
+    page = [chelsea[1], chelsea[-1]]
+    among = copies_among(col, page)
+    assert [g.ids for g in among.groups] == [sorted(page)] and not done
+    # an item added since: verified now, against the page only
+    cat = Image.open(families["chelsea"][0]).convert("RGB")
+    new_copy = tmp_path / "chelsea_small.jpg"
+    _jpeg(cat.resize((cat.width // 3, cat.height // 3)), 60).save(new_copy)
+    col.add([new_copy], progress=False)
+    new_id = int(col.ids_under([new_copy])[0])
+    among = copies_among(col, [*page, new_id])
+    assert done and all(new_id in pair for pair in done)
+    assert [g.ids for g in among.groups] == [sorted([*page, new_id])]
+
+
+def test_cli_keeps_copies_and_prints_them(copies_col, tmp_path):
+    col, _, _ = _kept_copy(copies_col, tmp_path)
+    run = [sys.executable, "-m", "snoop_nb.cli", "duplicates", "--collection", str(col.root)]
+    r = subprocess.run([*run, "--saved"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--save" in r.stderr
+    r = subprocess.run([*run, "--save", "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    saved = json.loads(r.stdout)
+    r = subprocess.run([*run, "--saved", "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == saved and len(saved) == 2
+    r = subprocess.run([*run, "--saved", "--rebuild"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "not allowed" in r.stderr
+
+
 # --- video -----------------------------------------------------------------------------------
 FPS = 25
 SHOT = 1.5  # seconds each photograph is held
@@ -239,12 +375,13 @@ def test_search_panel_collapses_copies_and_the_grid_shows_the_badge(copies_col):
     assert others and all("copies" not in t for t in others)
 
 
-def test_copies_tab_lists_the_groups_with_thumbnails(copies_col):
+def test_copies_tab_lists_the_groups_with_thumbnails(copies_col, tmp_path):
     from snoop_nb.ui import App
 
-    col, families, _ = copies_col
+    col, families, _ = _kept_copy(copies_col, tmp_path)  # the tab keeps what it finds
     app = App(col, user="dup-tab", warm_up=False)
     assert "copies" in [tab.value for tab in app.tabs.children]
+    assert app.copies.status.children == ["copies not looked for yet"]
     found = app.copies.find()
     assert len(found.groups) == 2
     boxes = [b for b in app.copies.groups_box.children if "snoop-copies-group" in b._dom_classes]
@@ -259,3 +396,21 @@ def test_copies_tab_lists_the_groups_with_thumbnails(copies_col):
     assert len(thumbs) == sum(len(p) for p in families.values())
     assert all(img.value[:2] == b"\xff\xd8" for img in thumbs)  # JPEG bytes, not paths
     assert "2 groups of copies" in app.copies.status.children[0]
+    # the next visitor's tab opens on the kept groups, verifying nothing
+    later = App(col, user="dup-tab-2", warm_up=False)
+    assert [g.ids for g in later.copies.found.groups] == [g.ids for g in found.groups]
+    status = later.copies.status.children[0]
+    assert status.startswith("2 groups of copies") and "(found 20" in status
+    assert later.copies.button.children == ["Find copies again"]
+
+
+def test_root_sift_is_hellinger_on_l2_normalised_rows():
+    from snoop_nb.copies import root_sift
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 200, (2, 128)).astype(np.float32)
+    rx, ry = root_sift(np.stack([x, y]))
+    assert np.linalg.norm(rx) == pytest.approx(1.0, abs=1e-5)
+    hellinger = np.sum(np.sqrt((x / x.sum()) * (y / y.sum())))
+    assert np.sum((rx - ry) ** 2) == pytest.approx(2 - 2 * hellinger, abs=1e-5)
+    assert np.isfinite(root_sift(np.zeros((1, 128), np.float32))).all()  # a blank descriptor

@@ -1,5 +1,8 @@
 """CopiesView: the collection's copy groups, each a row of thumbnails, and its repeated video
-segments; every button calls :meth:`snoop_nb.collection.Collection.duplicates`.
+segments. It opens on the copies kept in the collection (a file read), and its button finds
+them again: :meth:`snoop_nb.collection.Collection.update_duplicates` verifies the items added
+since and keeps the result, so the next visitor reads it (one process verifies at a time; the
+others wait for it). A collection that cannot be written to is searched without keeping.
 
 >>> view = CopiesView(collection)   # doctest: +SKIP
 >>> view.find()                     # the groups, largest first
@@ -48,6 +51,7 @@ class CopiesView(v.Card):
         self.status = v.Html(tag="span", children=[""], class_="ml-3 snoop-copies-status")
         self.groups_box = w.VBox()
         self.groups_box.add_class("snoop-copies-groups")
+        self._show_saved()
         super().__init__(
             class_="pa-2 snoop-copies",
             variant="outlined",
@@ -57,12 +61,28 @@ class CopiesView(v.Card):
             ],
         )
 
+    def _show_saved(self) -> None:
+        try:
+            saved = self.col.saved_duplicates()
+        except SnoopError:
+            saved = None
+        if saved is not None:
+            self.found = saved
+            self.button.children = ["Find copies again"]
+            self._render()
+        else:
+            self.status.children = ["copies not looked for yet"]
+
     def find(self) -> Duplicates | None:
-        """Look for copies now and show them."""
+        """Look for copies now (the items not checked yet, when copies are kept) and show
+        them."""
         self.button.loading = True
         self.status.children = ["looking for copies..."]
         try:
-            self.found = self.col.duplicates(**self.options)
+            try:
+                self.found = self.col.update_duplicates(**self.options)
+            except OSError:  # a read-only collection (or disk): found, not kept
+                self.found = self.col.duplicates(**self.options)
         except SnoopError as e:
             self.status.children = [str(e)]
             return None
@@ -80,7 +100,14 @@ class CopiesView(v.Card):
             words += f", {len(found.segments)} repeated video segments"
         if found.skipped:
             words += f", {len(found.skipped)} files skipped"
-        self.status.children = [words if found.groups or len(found.segments) else "no copies"]
+        if not found.groups and not len(found.segments):
+            words = "no copies"
+        if found.saved:
+            words += f" (found {found.saved.replace('T', ' ').replace('Z', ' UTC')}"
+            if found.unchecked:
+                words += f"; {len(found.unchecked)} items added since, not checked yet"
+            words += ")"
+        self.status.children = [words]
         rows: list[w.Widget] = []
         shown = found.groups[: self.max_groups]
         thumbs = self.thumbnails.get([i for g in shown for i in g.ids[:SHOWN_PER_GROUP]])

@@ -127,9 +127,10 @@ class SearchPanel(v.Card):
         try:
             frame = self.col.search(k=int(self.k.v_model or 100), **query)
             if self.collapse.v_model:
-                from snoop_nb.copies import collapse
+                from snoop_nb.copies import collapse, copies_among
 
-                frame = collapse(frame, self.col.duplicates(ids=frame["id"], segments=False))
+                # the copies kept in the collection (a file read); items added since, verified now
+                frame = collapse(frame, copies_among(self.col, frame["id"]))
         except SnoopError as e:
             self.grid.set_message(str(e))
             return
