@@ -362,3 +362,33 @@ def settled_text(page, selector: str, expected: str, timeout: float = 30_000) ->
             timeout=timeout,
         )
     return page.inner_text(selector).strip()
+
+
+def tiles_look_whole(page, timeout: float = 60_000) -> list[dict]:
+    """Wait until every tile's picture has loaded, then each tile's geometry: its caption's
+    name, whether the caption lies inside the tile (its line box may pass the padding by a few
+    pixels) and is the element drawn there (not covered or pushed out of it), and whether a
+    "no preview" stand-in is shown too."""
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.snoop-tile')].every(t => {"
+        "  const img = t.querySelector('img'); return img && img.complete && img.naturalWidth;"
+        "})",
+        timeout=timeout,
+    )
+    return page.eval_on_selector_all(
+        ".snoop-tile",
+        """ts => ts.map(t => {
+            const r = t.getBoundingClientRect();
+            const name = t.querySelector('.snoop-tile__name');
+            const c = name.getBoundingClientRect();
+            t.scrollIntoView({block: 'center'});
+            const c2 = name.getBoundingClientRect();
+            const hit = document.elementFromPoint(c2.left + 2, c2.top + c2.height / 2);
+            return {
+                name: name.innerText,
+                inside: c.height > 0 && c.top >= r.top && (c.top + c.bottom) / 2 <= r.bottom,
+                drawn: !!hit && (hit === name || name.contains(hit) || hit.contains(name)),
+                missing: !!t.querySelector('.snoop-tile__missing'),
+            };
+        })""",
+    )
