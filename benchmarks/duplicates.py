@@ -14,7 +14,10 @@ global candidates verified by local features (SIFT + RANSAC):
   user sees): (a) cosine >= GLOBAL_SIMILARITY, (b) inliers >= MIN_INLIERS;
 - µAP (DISC21's micro average precision): every candidate pair ranked by its score, precision
   summed at each true pair and divided by all true pairs (pairs never proposed count as missed);
-- R@P90: the highest recall of the ranking at precision >= 0.9.
+- R@P90: the highest recall of the ranking at precision >= 0.9;
+- kept copies (``copies.json``): collapsing one page of ``--page`` results by verifying it
+  (what the search panel did on each search) against reading the kept copies, keeping the
+  whole collection's copies once, and both again with 1 % of the items added since.
 
 Sets: ``demo`` (the demo stamps: 40 among 300) and ``photos`` (scikit-image's photographs cut
 into 3 x 3 non-overlapping tiles: neighbouring tiles of one photograph are alike but no copies).
@@ -259,6 +262,7 @@ def run_set(name: str, args, tmp: Path) -> list[dict]:
         row["index_s"] = round(index_s, 1)
     for m in (8, 10, 12, 15, 20, 25):  # the same verified pairs decided at other bars
         rows.append({**base, "method": f"min_inliers={m}", **_at(found, truth, m)})
+    args.kept_rows.append({**base, **_kept_timings(col, args.page)})
     if args.dump:
         d = found.pairs.copy()
         d["true"] = [(x, y) in truth for x, y in zip(d["id_a"], d["id_b"], strict=True)]
@@ -267,6 +271,46 @@ def run_set(name: str, args, tmp: Path) -> list[dict]:
         _print_misses(found, truth, families, kinds, by_path)
     col.close()
     return rows
+
+
+def _kept_timings(col, page: int) -> dict:
+    """What keeping the copies costs and saves: verifying the whole collection once, reading
+    the kept copies, and collapsing one page of ``page`` results (the search panel's switch)
+    with and without kept copies, and with 1 % of the items added since."""
+    from snoop_nb.copies import copies_among, find_duplicates
+
+    def timed(fn):
+        t0 = time.perf_counter()
+        out = fn()
+        return out, time.perf_counter() - t0
+
+    ids = col.ok_ids()
+    query = int(ids[len(ids) // 2])
+    res = col.search(item=query, k=page)
+    _, live = timed(lambda: find_duplicates(col, ids=res["id"], segments=False))
+    _, keep = timed(col.update_duplicates)
+    _, read = timed(col.saved_duplicates)
+    _, kept = timed(lambda: copies_among(col, res["id"]))
+    # 1 % of the items treated as added since (their pairs verified again when met)
+    kept_file = col.root / "copies.json"
+    import json
+
+    raw = json.loads(kept_file.read_text())
+    n_new = max(1, len(ids) // 100)
+    new = set(res["id"].astype(int).tolist()[:n_new])
+    raw["covered"] = [[i, i] for i in ids.tolist() if int(i) not in new]
+    kept_file.write_text(json.dumps(raw))
+    _, partly = timed(lambda: copies_among(col, res["id"]))
+    _, update = timed(col.update_duplicates)
+    return {
+        "page": page,
+        "collapse_live_s": round(live, 2),
+        "keep_all_s": round(keep, 1),
+        "read_kept_ms": round(read * 1000, 1),
+        "collapse_kept_ms": round(kept * 1000, 1),
+        "collapse_1pct_new_s": round(partly, 2),
+        "update_1pct_new_s": round(update, 1),
+    }
 
 
 def _at(found, truth, min_inliers: int) -> dict:
@@ -335,7 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dump", default=None, metavar="DIR", help="write each set's pairs as CSV")
     p.add_argument("--misses", action="store_true", help="print missed and false pairs")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/duplicates.json")
+    p.add_argument("--page", type=int, default=100, help="results per page collapsed")
     args = p.parse_args(argv)
+    args.kept_rows = []
     os.environ.setdefault("TQDM_DISABLE", "1")
     rows = []
     with tempfile.TemporaryDirectory(prefix="snoop-dups-") as tmp:
@@ -344,6 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     cols = ["set", "method", "items", "true_pairs", "candidates", "cand_recall", "precision"]
     cols += ["recall", "uAP", "R@P90", "groups", "skipped", "seconds"]
     print(format_table(rows, cols))
+    kept_cols = ["set", "items", "page", "collapse_live_s", "keep_all_s", "read_kept_ms"]
+    kept_cols += ["collapse_kept_ms", "collapse_1pct_new_s", "update_1pct_new_s"]
+    print("\ncopies kept in the collection (copies.json):")
+    print(format_table(args.kept_rows, kept_cols))
     from snoop_nb import copies
 
     thresholds = {
@@ -357,9 +407,10 @@ def main(argv: list[str] | None = None) -> int:
         args.json,
         {
             "machine": machine_info(["numpy", "opencv-python-headless", "torch"]),
-            "args": vars(args),
+            "args": {k: v for k, v in vars(args).items() if k != "kept_rows"},
             "thresholds": thresholds,
             "rows": rows,
+            "kept": args.kept_rows,
         },
     )
     print(f"wrote {args.json}")
