@@ -284,3 +284,100 @@ def test_the_matching_region_is_boxed_on_its_tile_in_chromium(scenes):
         names = page.eval_on_selector_all(".snoop-tile__name", "ns => ns.map(n => n.textContent)")
         assert all(n.startswith("cat_in_") for n in names[:4]), names
         shot(page, "regions-drawn")
+
+
+def test_a_box_drawn_on_an_uploaded_picture_searches_by_that_part(scenes):
+    """The search panel keeps an uploaded picture on show; a box drawn on it searches by that
+    part of it (the panel's API, as the front end calls it)."""
+    from snoop_nb.ui import App
+    from snoop_nb.ui.boxpick import _fractions
+
+    col, pics, _ = scenes
+    col.index_regions(progress=False)  # (done already when a test above ran first)
+    app = App(col, user="uma", warm_up=False)
+    upload = pics / "cat_in_coffee.jpg"
+    app.search.search_image(upload.read_bytes(), upload.name)
+    picker = app.search.picker
+    assert picker.showing and picker.name == upload.name and picker.box == []
+    assert picker.picture[:2] == b"\xff\xd8"  # a JPEG preview, sent as bytes
+    whole = app.grid.frame
+    assert whole.iloc[0]["uri"].endswith("/cat_in_coffee.jpg")
+    fx0, fy0 = SPOT[0] / SIZE[0], SPOT[1] / SIZE[1]
+    fx1, fy1 = (SPOT[0] + OBJECT[0]) / SIZE[0], (SPOT[1] + OBJECT[1]) / SIZE[1]
+    picker.vue_region({"box": [fx0, fy0, fx1, fy1]})
+    part = app.grid.frame
+    cats = [f"cat_in_{n}.jpg" for n in SCENES]
+    assert sorted(_ranks(part, cats)) == [1, 2, 3, 4, 5]  # every scene with the cat, first
+    assert picker.box == pytest.approx([fx0, fy0, fx1, fy1])
+    # the trainer starts a new class from that part, not from the whole picture
+    app.trainer.create("cat")
+    assert app.trainer.session is not None
+    # the whole picture again, then the picture closed
+    picker.vue_whole()
+    assert picker.box == [] and app.grid.frame["id"].tolist() == whole["id"].tolist()
+    picker.vue_close()
+    assert not picker.showing
+    with pytest.raises(UsageError, match="empty"):
+        _fractions([0.5, 0.2, 0.5, 0.6])
+    with pytest.raises(UsageError, match="four"):
+        _fractions("0,0,1")
+    assert _fractions([0.9, -0.2, 0.1, 1.4]) == [0.1, 0.0, 0.9, 1.0]  # clamped and ordered
+
+
+def test_a_box_drawn_on_an_uploaded_picture_in_chromium(scenes, tmp_path):
+    """In a real `snoop dashboard`: upload a picture, drag a box around the cat on it with the
+    mouse, and the scenes with the cat come first; the whole picture again on a click."""
+    from dashboard import chromium, dashboard, new_page, open_app, tile_ids
+    from test_grid_browser import shot
+
+    col, pics, _ = scenes
+    col.index_regions(progress=False)
+    items = col.items()
+    cats = {int(i) for i, u in zip(items["id"], items["uri"], strict=True) if "cat_in_" in u}
+    with dashboard(col.root) as url, chromium() as browser:
+        page = new_page(browser)
+        open_app(page, url + "?user=una")
+        with page.expect_file_chooser() as chooser:  # ipywidgets' input is never in the DOM
+            page.click(".snoop-search-upload")
+        chooser.value.set_files(str(pics / "cat_in_coffee.jpg"))
+        page.wait_for_function(
+            "() => { const i = document.querySelector('.snoop-boxpick__pic img');"
+            " return i && i.complete && i.naturalWidth > 0; }",
+            timeout=60_000,
+        )
+        page.wait_for_function(
+            "() => document.querySelectorAll('.snoop-tile').length > 0", timeout=60_000
+        )
+        x, y, w, h = page.eval_on_selector(
+            ".snoop-boxpick__pic img",
+            "i => { const r = i.getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; }",
+        )
+        fx0, fy0 = SPOT[0] / SIZE[0], SPOT[1] / SIZE[1]
+        fx1, fy1 = (SPOT[0] + OBJECT[0]) / SIZE[0], (SPOT[1] + OBJECT[1]) / SIZE[1]
+        page.mouse.move(x + fx0 * w, y + fy0 * h)
+        page.mouse.down()
+        page.mouse.move(x + (fx0 + fx1) / 2 * w, y + (fy0 + fy1) / 2 * h, steps=4)
+        page.wait_for_selector(".snoop-boxpick__drawing", timeout=10_000)
+        page.mouse.move(x + fx1 * w, y + fy1 * h, steps=4)
+        page.mouse.up()
+        page.wait_for_selector(".snoop-boxpick__chosen", timeout=30_000)
+        page.wait_for_function(
+            "() => (document.querySelector('.snoop-grid') || document.body).textContent"
+            ".includes('a part of cat_in_coffee.jpg')",
+            timeout=60_000,
+        )
+        top = tile_ids(page)[:5]
+        assert set(top) == cats, (top, cats)
+        chosen = page.eval_on_selector(
+            ".snoop-boxpick__chosen",
+            "b => { const r = b.getBoundingClientRect();"
+            " const i = document.querySelector('.snoop-boxpick__pic img').getBoundingClientRect();"
+            " return [(r.left - i.left) / i.width, (r.top - i.top) / i.height,"
+            " (r.right - i.left) / i.width, (r.bottom - i.top) / i.height]; }",
+        )
+        assert np.allclose(chosen, [fx0, fy0, fx1, fy1], atol=0.03), chosen
+        shot(page, "regions-upload-boxed")
+        page.click(".snoop-boxpick__whole")
+        page.wait_for_selector(".snoop-boxpick__chosen", state="detached", timeout=30_000)
+        page.click(".snoop-boxpick__close")
+        page.wait_for_selector(".snoop-boxpick", state="detached", timeout=30_000)

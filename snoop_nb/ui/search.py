@@ -9,6 +9,7 @@ import ipyvuetify as v
 import ipywidgets as w
 
 from snoop_nb.errors import SnoopError, UsageError
+from snoop_nb.ui.boxpick import BoxPicker
 
 if TYPE_CHECKING:
     from snoop_nb.collection import Collection
@@ -24,8 +25,10 @@ class SearchPanel(v.Card):
     """A text field, an image upload and a result count; results go into ``grid``.
 
     ``on_search(fn)`` calls ``fn(query)`` after each search, with ``query`` one of
-    ``{"text": ...}``, ``{"image": PIL image}`` or ``{"item": id}`` (the class trainer takes
-    it as the starting point of a class that has no model yet).
+    ``{"text": ...}``, ``{"image": PIL image}`` (with ``"box"`` when a box was drawn on it)
+    or ``{"item": id}`` (the class trainer takes it as the starting point of a class that has
+    no model yet). An uploaded picture stays shown (``picker``): a box drawn on it searches by
+    that part of it.
     """
 
     def __init__(self, col: Collection, grid: ImageGrid, *, k: int = 100, **kwargs: Any):
@@ -68,6 +71,11 @@ class SearchPanel(v.Card):
         self.upload = w.FileUpload(accept="image/*", multiple=False, description="Search by image")
         self.upload.add_class("snoop-search-upload")
         self.upload.observe(self._on_upload, names="value")
+        #: The uploaded picture, shown to draw a box on and search by that part of it.
+        self.picker = BoxPicker()
+        self.picker.on_region(self.search_upload_region)
+        self.picker.on_whole(lambda: self.search_upload_region(None))
+        self._uploaded: tuple[Any, str] | None = None
         grid.on_more_like_this(self.search_item)
         super().__init__(
             class_="pa-2 snoop-search",
@@ -83,7 +91,8 @@ class SearchPanel(v.Card):
                         v.Col(children=[self.upload], cols="auto"),
                         v.Col(children=[self.collapse], cols="auto", class_="pl-2"),
                     ],
-                )
+                ),
+                self.picker,
             ],
             **kwargs,
         )
@@ -116,7 +125,21 @@ class SearchPanel(v.Card):
         except SnoopError as e:
             self.grid.set_message(f"cannot search with {name}: {e}")
             return
+        self._uploaded = (image, name)
+        self.picker.show(image, name)
         self._run({"image": image}, name)
+
+    def search_upload_region(self, box: Any) -> None:
+        """Show the items nearest to the ``box`` (fractions ``[x0, y0, x1, y1]``) of the
+        uploaded picture (``None``: the whole picture)."""
+        if self._uploaded is None:
+            self.grid.set_message("upload a picture first")
+            return
+        image, name = self._uploaded
+        if box is None:
+            self._run({"image": image}, name)
+        else:
+            self._run({"image": image, "box": list(box)}, f"a part of {name}")
 
     def search_item(self, item_id: int) -> None:
         """Show the items nearest to item ``item_id`` ("more like this")."""

@@ -221,7 +221,14 @@ class ClassTrainer(v.Card):
     def _start_vector(self):
         from snoop_nb.search import query_vector
 
-        return query_vector(self.col, **self._start) if self._start else None
+        if not self._start:
+            return None
+        if self._start.get("box") is not None:  # a region of a picture or of an item
+            from snoop_nb.regions import region_query
+
+            query = {k: v for k, v in self._start.items() if k in ("item", "image")}
+            return region_query(self.col, self._start["box"], **query)
+        return query_vector(self.col, **self._start)
 
     def suggest(self) -> None:
         """Show what to label next, by the chosen strategy."""
