@@ -310,6 +310,13 @@ def test_a_box_drawn_on_an_uploaded_picture_searches_by_that_part(scenes):
     assert sorted(_ranks(part, cats)) == [1, 2, 3, 4, 5]  # every scene with the cat, first
     assert picker.box == pytest.approx([fx0, fy0, fx1, fy1])
     # the trainer starts a new class from that part, not from the whole picture
+    from snoop_nb.regions import region_query
+    from snoop_nb.search import query_vector
+
+    start = app.trainer._start_vector()
+    image = app.search._uploaded[0]
+    assert np.allclose(start, region_query(col, [fx0, fy0, fx1, fy1], image=image), atol=1e-5)
+    assert not np.allclose(start, query_vector(col, image=image), atol=1e-2)
     app.trainer.create("cat")
     assert app.trainer.session is not None
     # the whole picture again, then the picture closed
