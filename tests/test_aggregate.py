@@ -283,3 +283,43 @@ def test_explorer_and_snoop_votes_show_the_disagreements(col, capsys):
     assert main(["votes", "--collection", root, "--user", "bob", "--class", "alice/cats"]) == 0
     text = capsys.readouterr().out
     assert "voted by 4 users" in text and "8 items with disagreeing votes" in text
+
+
+def test_the_trainer_opens_a_class_to_others_labels_and_closes_it(tiny_col):
+    """The dashboard's switch: the owner opens a class to every user's labels; another user's
+    clicks on it are then his votes, kept apart; closed again, it is shared read-only."""
+    from snoop_nb.ui import App
+
+    col = tiny_col
+    ids = col.ok_ids().tolist()
+    owner = App(col, user="olga", warm_up=False)
+    owner.trainer.create("boats")
+    owner.grid.label(ids[0], 1)
+    trainer = owner.trainer
+    assert not trainer.collab.disabled and not trainer.collab.v_model
+    trainer.collab.v_model = True  # open to others: shared too
+    ref = col.kb.get_class("olga", "boats")
+    assert ref.shared and ref.collaborative and trainer.share.v_model
+    assert "every user's labels are votes" in trainer.status.children[0]
+
+    guest = App(col, user="gus", warm_up=False)
+    titles = {i["value"]: i["title"] for i in guest.trainer.classes.items}
+    assert titles["olga/boats"] == "olga/boats (shared, open to your labels)"
+    guest.trainer.classes.v_model = "olga/boats"
+    assert guest.grid.session is not None  # his clicks label: they are his votes
+    assert guest.trainer.collab.disabled and guest.trainer.share.disabled  # the owner's switches
+    guest.grid.label(ids[1], 1)
+    guest.grid.label(ids[0], -1)
+    votes = col.kb.votes(ref)
+    mine = votes[votes["user"] == "gus"].set_index("item_id")["value"].to_dict()
+    assert mine == {ids[1]: 1, ids[0]: -1}
+    assert votes[votes["user"] == "olga"].set_index("item_id")["value"].to_dict() == {ids[0]: 1}
+
+    trainer.collab.v_model = False  # closed: shared read-only, every vote kept
+    ref = col.kb.get_class("olga", "boats")
+    assert ref.shared and not ref.collaborative and trainer.share.v_model
+    assert len(col.kb.votes(ref)) == 3
+    trainer.collab.v_model = True
+    trainer.share.v_model = False  # not shared at all: not open to others either
+    ref = col.kb.get_class("olga", "boats")
+    assert not ref.shared and not ref.collaborative and not trainer.collab.v_model

@@ -89,7 +89,17 @@ class ClassTrainer(v.Card):
         self.share = v.Switch(
             label="Share read-only", density="compact", hide_details=True, class_="snoop-share"
         )
+        self._syncing = False  # the switches being set to show a class, not by the user
         self.share.observe(self._on_share, names="v_model")
+        #: Share open to every user's labels: their votes are kept apart and weighted by
+        #: how reliable each user proves (snoop_nb.learn.aggregate).
+        self.collab = v.Switch(
+            label="Open to others' labels",
+            density="compact",
+            hide_details=True,
+            class_="snoop-collaborative",
+        )
+        self.collab.observe(self._on_collab, names="v_model")
         self.copy_btn = v.Btn(
             children=["Copy to my classes"],
             size="small",
@@ -122,6 +132,7 @@ class ClassTrainer(v.Card):
                 self.threshold,
                 v.Row(no_gutters=True, children=[self.apply_btn], class_="mt-1"),
                 self.share,
+                self.collab,
                 self.copy_btn,
                 self.status,
             ],
@@ -179,10 +190,9 @@ class ClassTrainer(v.Card):
             except SnoopError as e:
                 self._say(str(e))
         self.grid.session = self.session
-        with self.share.hold_trait_notifications():
-            self.share.v_model = bool(self.session and self.session.ref.shared)
         owner = self.session is not None and self.session.ref.owner == self.user
-        self.share.disabled = not owner
+        self._show_sharing()
+        self.share.disabled = self.collab.disabled = not owner
         self.copy_btn.style_ = "" if self.shared_ref is not None else "display:none"
         for btn in (self.train_btn, self.suggest_btn, self.apply_btn):
             btn.disabled = self.session is None
@@ -206,10 +216,43 @@ class ClassTrainer(v.Card):
         self.refresh_classes()
         self.classes.v_model = ref.name
 
+    def _show_sharing(self) -> None:
+        """The two switches as the current class is shared (no writes)."""
+        ref = self.session.ref if self.session is not None else None
+        self._syncing = True
+        try:
+            self.share.v_model = bool(ref and ref.shared)
+            self.collab.v_model = bool(ref and ref.shared and ref.collaborative)
+        finally:
+            self._syncing = False
+
+    def _set_sharing(self, shared: bool, collaborative: bool) -> None:
+        session = self.session
+        if session is None or session.ref.owner != self.user:
+            return
+        try:
+            self.col.kb.share(self.user, session.ref.name, shared, collaborative=collaborative)
+            session.ref = self.col.kb.get_class(self.user, session.ref.name)
+        except SnoopError as e:
+            self._say(str(e))
+        self._show_sharing()
+        if session.ref.collaborative:
+            self._say("shared: every user's labels are votes, weighted by their reliability")
+
     def _on_share(self, change: dict) -> None:
-        if self.session is not None and bool(change["new"]) != self.session.ref.shared:
-            self.col.kb.share(self.user, self.session.ref.name, bool(change["new"]))
-            self.session.ref = self.col.kb.get_class(self.user, self.session.ref.name)
+        if self._syncing or self.session is None:
+            return
+        if bool(change["new"]) != self.session.ref.shared:
+            # no longer shared: no longer open to others' labels either (their votes are kept)
+            self._set_sharing(bool(change["new"]), self.session.ref.collaborative and change["new"])
+
+    def _on_collab(self, change: dict) -> None:
+        if self._syncing or self.session is None:
+            return
+        ref = self.session.ref
+        if bool(change["new"]) != (ref.shared and ref.collaborative):
+            # open to others: shared too; closed again: stays shared read-only
+            self._set_sharing(ref.shared or bool(change["new"]), bool(change["new"]))
 
     # --- the loop ---------------------------------------------------------------------------
     def start_from(self, query: dict) -> None:
