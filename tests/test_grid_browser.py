@@ -81,7 +81,9 @@ def test_click_without_a_class_creates_one_and_a_shift_range_is_labelled_at_once
         # each tile shows its picture and, inside the tile, its caption (no stand-in beside)
         looks = tiles_look_whole(page)
         assert len(looks) == len(shown)
-        assert all(t["name"] and t["inside"] and t["drawn"] and not t["missing"] for t in looks), looks
+        assert all(t["name"] and t["inside"] and t["drawn"] and not t["missing"] for t in looks), (
+            looks
+        )
 
         # a click with no class chosen: the grid offers one named after the query
         page.click(tile(first))
