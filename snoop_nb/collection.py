@@ -354,7 +354,9 @@ class Collection:
         Remote pictures are keyed by their URL and cached in ``<collection>/remote/``; those
         already here are not fetched again. ``fetch`` sets how (:class:`snoop_nb.sources.
         Fetcher`'s options: ``rate`` requests per second per host, default 5; ``timeout``;
-        ``retries``; ``workers``; ``refresh=True`` fetches everything again).
+        ``retries``; ``workers``; ``refresh=True`` fetches everything again; and ``part``, the
+        pictures fetched at a time, 256 by default: each part is embedded and committed while
+        the next one is fetched).
 
         Bad files are recorded (see :meth:`errors`) and never stop the run; a file that failed
         before is tried again (``report.retried``). ``meta(path)`` may give each new picture
@@ -392,30 +394,61 @@ class Collection:
         if has_sources(paths):
             if dask is not None:
                 raise UsageError("dask takes folders and files: add lists and manifests without it")
-            from snoop_nb.sources import CACHE_DIR, fetch_side, prepare
+            from snoop_nb.sources import CACHE_DIR, FETCH_PART, fetch_side, prepare_parts
 
-            got = prepare(
+            fetch = dict(fetch or {})
+            parts = prepare_parts(
                 paths,
                 cache=self.root / CACHE_DIR,
                 known=self._catalog.known(),
                 side=lambda: fetch_side(self.embedder),
+                part=fetch.pop("part", FETCH_PART),
                 fetch=fetch,
                 progress=progress,
             )
-            options["meta"] = got.meta_for(meta)
-            report = self._adder.add_files(
-                got.paths, lambda: self.embedder, remote=got.remote, **options
-            )
-            got.settle(report)
-            if got.meta:  # a list's columns edited since: items already here get them too
-                with writer_lock(self.root):
-                    report.meta_updated = self._catalog.patch_meta(got.meta.items())
-            return report
+            return self._add_parts(parts, meta, options)
         if dask is not None:
             from snoop_nb.scale import add_distributed
 
             return add_distributed(self, paths, scheduler=dask, **options)
         return self._adder.add_files(paths, lambda: self.embedder, **options)
+
+    def _add_parts(self, parts, meta, options: dict[str, Any]) -> AddReport:
+        """Embed each part of a run over lists and manifests while the next part is fetched
+        (one thread ahead), so the first pictures are searchable long before the last are
+        fetched; a run killed between parts keeps what it committed, and the cache what it
+        fetched."""
+        import time as _time
+        from concurrent.futures import ThreadPoolExecutor
+
+        start = _time.monotonic()
+        report: AddReport | None = None
+        edited: dict[bytes, dict[str, Any]] = {}
+        with ThreadPoolExecutor(1, thread_name_prefix="snoop-fetch-ahead") as ahead:
+            try:
+                nxt = ahead.submit(next, parts, None)
+                while (part := nxt.result()) is not None:
+                    nxt = ahead.submit(next, parts, None)  # fetched while this part embeds
+                    got = self._adder.add_files(
+                        part.paths,
+                        lambda: self.embedder,
+                        remote=part.remote,
+                        **{**options, "meta": part.meta_for(meta)},
+                    )
+                    part.settle(got)
+                    edited.update(part.meta)
+                    report = got if report is None else report.merge(got)
+            finally:
+                nxt.cancel()
+                with contextlib.suppress(Exception):
+                    nxt.result()  # let a part being fetched finish before closing the fetcher
+                parts.close()
+        assert report is not None
+        if edited:  # a list's columns edited since: items already here get them too
+            with writer_lock(self.root):
+                report.meta_updated = self._catalog.patch_meta(edited.items())
+        report.seconds = _time.monotonic() - start
+        return report
 
     def add_vectors(
         self,

@@ -40,6 +40,7 @@ class IIIFServer:
     def __init__(self, root: Path):
         self.root = root
         self.log: list[str] = []
+        self.times: list[tuple[float, str]] = []  # (when, path) of every request
         self.agents: set[str] = set()
         self.script: dict[str, list[tuple[int, dict[str, str]]]] = {}
         self.lock = threading.Lock()
@@ -53,6 +54,7 @@ class IIIFServer:
                 path = unquote(urlsplit(self.path).path)
                 with server.lock:
                     server.log.append(path)
+                    server.times.append((time.time(), path))
                     server.agents.add(self.headers.get("User-Agent", ""))
                     queued = server.script.get(path)
                     scripted = queued.pop(0) if queued else None
@@ -647,3 +649,39 @@ def test_published_level0_tree_is_indexed_back_through_its_manifest(tmp_path, co
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a picture")
     with pytest.raises(UsageError, match=r"broken\.jpg"):
         publish_level0([tmp_path / "broken.jpg"], tmp_path / "site2", "http://127.0.0.1:1")
+
+
+def test_a_long_manifest_is_embedded_part_by_part_while_the_rest_is_fetched(tmp_path, col):
+    """Pictures of a manifest are embedded and committed a part at a time while the next part
+    is fetched: the first ones are in the collection before the last are requested."""
+    from snoop_nb.errors import UsageError
+    from snoop_nb.sources.publish import publish_level0
+
+    pictures = []
+    for n, name in enumerate(PHOTOS * 3):  # 12 distinct pictures: photographs, turned
+        pictures.append(tmp_path / f"p{n:02d}.png")
+        photo(name).rotate(30 * (n // len(PHOTOS)), expand=True).save(pictures[-1])
+    site = tmp_path / "site"
+    site.mkdir()
+    server = IIIFServer(site)
+    try:
+        url = publish_level0(pictures, site, server.base, label="Long")
+        report = col.add([url], progress=False, fetch={"part": 3, "rate": 5})
+        assert report.added == len(pictures) and not report.errors, report
+        items = col.items()
+        assert sorted(items["canvas_label"]) == sorted(p.name for p in pictures)
+        with server.lock:
+            fetched = [t for t, p in server.times if "/full/" in p]
+        assert len(fetched) == len(pictures)
+        # the first part was committed before the last picture was asked for
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(col.root / "catalog.sqlite")) as db:
+            (first,) = db.execute("SELECT min(added) FROM items WHERE status = 'ok'").fetchone()
+        assert first < max(fetched), (first, sorted(fetched))
+        again = col.add([url], progress=False, fetch={"part": 3})
+        assert again.added == 0 and again.skipped == len(pictures)
+    finally:
+        server.close()
+    with pytest.raises(UsageError, match="at least one"):
+        col.add([url], progress=False, fetch={"part": 0})

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +73,9 @@ __all__ = [
 
 #: Local files read as sources, not pictures: lists and manifests.
 LIST_SUFFIXES = (".txt", ".csv")
+#: Remote pictures fetched per part (:func:`prepare_parts`): each part is embedded while the
+#: next one is fetched, so a manifest of thousands of pages is searchable as it comes.
+FETCH_PART = 256
 MANIFEST_SUFFIX = ".json"
 
 
@@ -163,16 +166,56 @@ def prepare(
     fetch: Fetcher | dict[str, Any] | None = None,
     progress: bool | None = None,
 ) -> Prepared:
+    """Everything :func:`prepare_parts` makes, in one :class:`Prepared` (all pictures fetched
+    before it returns)."""
+    out = Prepared()
+    for part in prepare_parts(
+        paths, cache=cache, known=known, side=side, fetch=fetch, progress=progress, part=None
+    ):
+        out.paths += part.paths
+        out.remote += part.remote
+        out.meta.update(part.meta)
+        out.known += part.known
+        out.warnings += part.warnings
+        out.requests += part.requests
+        out._files.update(part._files)
+    return out
+
+
+def prepare_parts(
+    paths: Iterable[str | os.PathLike],
+    *,
+    cache: Path,
+    known: dict[bytes, tuple],
+    side: Callable[[], int],
+    fetch: Fetcher | dict[str, Any] | None = None,
+    progress: bool | None = None,
+    part: int | None = FETCH_PART,
+) -> Iterator[Prepared]:
     """Read the lists and manifests among ``paths``, and fetch the remote pictures that the
     catalog (``known``: key -> (id, size, mtime, status, ...)) does not hold yet into
-    ``cache``. ``side()`` (called only if a IIIF picture is to be fetched) is the short side
-    wanted. ``fetch`` is a :class:`Fetcher` or its options (``rate``, ``timeout``, ``retries``,
-    ``workers``, ``refresh``, ...). Folders and files pass through to ``paths``. ``progress``
-    shows a bar over the pictures fetched (default: when there are several).
+    ``cache``, ``part`` pictures at a time (None: all at once): one :class:`Prepared` per part,
+    the first also holding the folders and files (which pass through to ``paths``), the lists'
+    local entries, the remote items already catalogued and the warnings. ``side()`` (called
+    only if a IIIF picture is to be fetched) is the short side wanted. ``fetch`` is a
+    :class:`Fetcher` or its options (``rate``, ``timeout``, ``retries``, ``workers``,
+    ``refresh``, ...). ``progress`` shows a bar over the pictures fetched (default: when there
+    are several).
 
-    Raises :class:`UsageError` for a local list or manifest that cannot be read.
+    Raises :class:`UsageError` for a local list or manifest that cannot be read (before
+    anything is fetched).
     """
+    if part is not None and int(part) < 1:
+        raise UsageError(f"a part holds at least one picture, not {part}")
     fetcher = fetch if isinstance(fetch, Fetcher) else Fetcher(cache, **(fetch or {}))
+    try:
+        yield from _parts(paths, fetcher, known, side, progress, part)
+    finally:
+        if not isinstance(fetch, Fetcher):
+            fetcher.close()
+
+
+def _parts(paths, fetcher: Fetcher, known, side, progress, part) -> Iterator[Prepared]:
     before = fetcher.requests
     out = Prepared()
     wants: dict[str, _Want] = {}
@@ -253,11 +296,33 @@ def prepare(
         if hit is not None and hit[3] == "ok" and not fetcher.refresh:
             out.known += 1
             continue
-        if w.meta:
-            out.meta[key] = w.meta
         todo.append(w)
     served = any(w.image is not None and w.image.service is not None for w in todo)
     wanted_side = int(side()) if served else 0
+    bar = None
+    if progress if progress is not None else len(todo) > 1:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="fetching", unit="img")
+    try:
+        step = len(todo) if part is None else int(part)
+        for start in range(0, max(len(todo), 1), max(step, 1)):
+            if start:
+                out, before = Prepared(), fetcher.requests
+            chunk = todo[start : start + step]
+            for w in chunk:
+                if w.meta:
+                    out.meta[w.key.encode("utf-8", "surrogateescape")] = w.meta
+            _fetch_part(out, chunk, fetcher, wanted_side, bar)
+            out.requests = fetcher.requests - before
+            yield out
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _fetch_part(out: Prepared, todo: list[_Want], fetcher: Fetcher, wanted_side: int, bar) -> None:
+    """Fetch ``todo`` into ``out.remote`` (a cached file, or the reason there is none)."""
 
     def request(w: _Want) -> str | FetchError:
         if w.image is None or w.image.service is None:
@@ -273,15 +338,11 @@ def prepare(
             if isinstance(url, FetchError):
                 key = w.key.encode("utf-8", "surrogateescape")
                 out.remote.append(Remote(key, None, f"image service: {url.reason}"))
+                if bar is not None:
+                    bar.update(1)
             else:
                 jobs.append(Job(url, w.key))
-    results = fetcher.fetch_many(jobs)
-    bar = None
-    if progress if progress is not None else len(jobs) > 1:
-        from tqdm.auto import tqdm
-
-        bar = results = tqdm(results, total=len(jobs), desc="fetching", unit="img")
-    for job, path, error in results:
+    for job, path, error in fetcher.fetch_many(jobs):
         key = job.cache_key.encode("utf-8", "surrogateescape")
         if path is None:
             reason = error.reason if error is not None else "not fetched"
@@ -291,12 +352,8 @@ def prepare(
         else:
             out.remote.append(Remote(key, path, None))
             out._files[os.fspath(path)] = key
-    if bar is not None:
-        bar.close()
-    out.requests = fetcher.requests - before
-    if not isinstance(fetch, Fetcher):
-        fetcher.close()
-    return out
+        if bar is not None:
+            bar.update(1)
 
 
 def _is_media_suffix(suffix: str) -> bool:

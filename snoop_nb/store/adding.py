@@ -81,6 +81,17 @@ class AddReport:
     warnings: list[tuple[str, str]] = field(default_factory=list)
     meta_updated: int = 0
 
+    def merge(self, other: AddReport) -> AddReport:
+        """This report with ``other``'s counts, files and warnings added (one run in parts)."""
+        for name in ("discovered", "skipped", "added", "replaced", "retried", "videos"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("keyframes", "metadata_updated", "meta_updated"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.hours += other.hours
+        self.errors += other.errors
+        self.warnings += other.warnings
+        return self
+
     def __str__(self) -> str:
         videos = ""
         if self.videos or self.keyframes:
