@@ -19,6 +19,11 @@ threads), then the manifest once more (all cached: requests must be 0). Reported
 - ``P@10 local`` / ``P@10 iiif``: leave-one-out nearest-neighbour precision at 10 by category
   (sets with categories), whether fetching at the model's size costs retrieval quality.
 
+Parts: the manifest indexed at ``--parts-rate`` requests per second (a polite rate for a
+real server), fetched whole before embedding (one part) and in parts of ``--part`` pictures
+(each embedded while the next is fetched): when the first picture is searchable (committed)
+and when the last is, seconds from the start.
+
 Throughput: ``--throughput N`` pictures fetched (no cache) from the server at each of
 ``--rates`` requests per second (0: no limit) with 4 threads: pictures per second, against the
 limit.
@@ -186,6 +191,43 @@ def run_set(name: str, items, work: Path, embedder) -> dict[str, Any]:
         server.close()
 
 
+def parts_timing(name: str, items, work: Path, embedder, rate: float, part: int) -> list[dict]:
+    import sqlite3
+
+    from snoop_nb import open_collection
+
+    src = work / f"{name}-files"  # made by run_set
+    site = work / f"{name}-parts-site"
+    site.mkdir()
+    server = StaticServer(site)
+    rows = []
+    try:
+        rels = [rel for rel, _, _ in items]
+        url = publish_level0([src / r for r in rels], site, server.base, canvas_labels=rels)
+        for size in (len(items), part):
+            root = work / f"{name}-parts-{size}"
+            with open_collection(root, create=True, embedder=embedder) as col:
+                t0 = time.time()
+                rep = col.add([url], progress=False, fetch={"rate": rate, "part": size})
+                took = time.time() - t0
+                assert not rep.errors and rep.added == len(items), rep
+            with contextlib.closing(sqlite3.connect(root / "catalog.sqlite")) as db:
+                (first,) = db.execute("SELECT min(added) FROM items").fetchone()
+            rows.append(
+                {
+                    "set": name,
+                    "items": len(items),
+                    "rate/s": rate,
+                    "part": "all at once" if size == len(items) else size,
+                    "first searchable s": first - t0,
+                    "all searchable s": took,
+                }
+            )
+    finally:
+        server.close()
+    return rows
+
+
 def throughput(n: int, rates: list[float], work: Path) -> list[dict[str, Any]]:
     from PIL import Image
 
@@ -237,6 +279,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--throughput", type=int, default=100, help="pictures per rate (100)")
     p.add_argument("--rates", default="5,20,0", help="requests/s to measure (0: no limit)")
     p.add_argument("--quick", action="store_true", help="5 per class, 20 pictures per rate")
+    p.add_argument("--parts-rate", type=float, default=20.0, help="requests/s for parts (20)")
+    p.add_argument("--part", type=int, default=64, help="pictures per part (64)")
     p.add_argument("--json", default=str(RESULTS))
     return p
 
@@ -248,13 +292,14 @@ def main(argv: list[str] | None = None) -> int:
     from snoop_nb.embed import load_embedder
 
     embedder = load_embedder(device="cpu")
-    rows = []
+    rows, parts = [], []
     with tempfile.TemporaryDirectory(prefix="snoop-bench-sources-") as tmp:
         work = Path(tmp)
         sets = the_sets(args, work)
         for name in args.sets.split(","):
             if name in sets:
                 rows.append(run_set(name, sets[name], work, embedder))
+                parts += parts_timing(name, sets[name], work, embedder, args.parts_rate, args.part)
                 print(f"{name}: done", file=sys.stderr)
         rates = [float(r) for r in args.rates.split(",")]
         speed = throughput(args.throughput, rates, work)
@@ -262,9 +307,16 @@ def main(argv: list[str] | None = None) -> int:
     cols += ["again s", "again req", "cos mean", "cos min", "P@10 local", "P@10 iiif"]
     print(format_table(rows, cols))
     print()
+    print(
+        format_table(
+            parts, ["set", "items", "rate/s", "part", "first searchable s", "all searchable s"]
+        )
+    )
+    print()
     print(format_table(speed, ["rate", "pictures", "ok", "seconds", "pictures/s", "limit/s"]))
     payload = {
         "sets": rows,
+        "parts": parts,
         "throughput": speed,
         "options": vars(args),
         "machine": machine_info(("numpy", "torch", "requests", "urllib3", "Pillow")),
