@@ -32,6 +32,7 @@ matched better; ``region_similarity``).
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -49,6 +50,12 @@ if TYPE_CHECKING:
 
 #: The region store's file in a collection.
 REGIONS_FILE = "regions.sqlite"
+#: The regions as one memory-mapped array beside the store (float16, ``np.save`` format) and
+#: their rows (item ids, boxes, and the store's state they were written from): every process
+#: searching the collection (30 dashboard visitors, 30 kernels) maps the same pages rather
+#: than holding its own copy of the vectors.
+EXPORT_VECTORS = "regions.vectors.npy"
+EXPORT_ROWS = "regions.rows.npz"
 #: Window sizes (fractions of the picture's sides) indexed by default, and the stride between
 #: windows as a fraction of the window.
 SCALES: tuple[float, ...] = (0.5,)
@@ -223,20 +230,119 @@ class RegionStore:
                 db.execute("INSERT OR REPLACE INTO done VALUES (?, ?, ?)", (item, n, error))
         self._cache = None
 
+    def _state(self) -> list:
+        """What the stored regions are: their count, last row id, item ids' sum, embedder and
+        windows (a reset that starts the ids again from 1 changes the sum or the set-up)."""
+        n, top, total = self.db.execute(
+            "SELECT count(*), coalesce(max(id), 0), coalesce(total(item_id), 0) FROM regions"
+        ).fetchone()
+        meta = self.meta()
+        return [int(n), int(top), float(total), meta.get("embedder", ""), meta.get("boxes", "")]
+
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(item ids, boxes (n, 4) float32, vectors (n, dim) float16) of every region stored."""
-        version = self.db.execute("SELECT count(*), max(id) FROM regions").fetchone()
-        if self._cache is not None and self._cache[0] == version:
+        """(item ids, boxes (n, 4) float32, vectors (n, dim) float16) of every region stored:
+        the vectors memory-mapped from the export when it is current (:meth:`export`), else
+        read from the store."""
+        version = self._state()
+        mapped = self._mapped_file()
+        # (a mapped file changed in place, not replaced, would fault when read: map it again)
+        if (
+            self._cache is not None
+            and self._cache[0] == version
+            and self._cache[2] in (None, mapped)
+        ):
             return self._cache[1]
-        rows = self.db.execute(
-            "SELECT item_id, x0, y0, x1, y1, vector FROM regions ORDER BY id"
-        ).fetchall()
-        dim = self.col.dim
-        items = np.array([r[0] for r in rows], np.int64)
-        boxes = np.array([r[1:5] for r in rows], np.float32).reshape(-1, 4)
-        vecs = np.frombuffer(b"".join(r[5] for r in rows), np.float16).reshape(-1, dim)
-        self._cache = (version, (items, boxes, vecs))
+        got = self._exported(version)
+        if got is None:
+            rows = self.db.execute(
+                "SELECT item_id, x0, y0, x1, y1, vector FROM regions ORDER BY id"
+            ).fetchall()
+            dim = self.col.dim
+            items = np.array([r[0] for r in rows], np.int64)
+            boxes = np.array([r[1:5] for r in rows], np.float32).reshape(-1, 4)
+            vecs = np.frombuffer(b"".join(r[5] for r in rows), np.float16).reshape(-1, dim)
+            got = (items, boxes, vecs)
+        self._cache = (version, got, mapped if isinstance(got[2], np.memmap) else None)
+        return got
+
+    def _mapped_file(self) -> tuple[int, int, int] | None:
+        """The export's (inode, size, mtime): an atomic replacement is a new inode, which
+        mappings of the old one survive; anything else is checked again before it is read."""
+        try:
+            st = os.stat(Path(self.col.root) / EXPORT_VECTORS)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _exported(self, version: list) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The export's arrays if it was written from the store as it is now, else None
+        (missing, stale, cut short or unreadable: the store is read instead)."""
+        import json
+
+        root = Path(self.col.root)
+        try:
+            with np.load(root / EXPORT_ROWS) as z:
+                if json.loads(bytes(z["state"]).decode()) != version:
+                    return None
+                items, boxes = z["items"].astype(np.int64), z["boxes"].astype(np.float32)
+            vecs = np.load(root / EXPORT_VECTORS, mmap_mode="r")
+        except (OSError, ValueError, KeyError, EOFError):
+            return None
+        if vecs.dtype != np.float16 or vecs.shape != (len(items), self.col.dim):
+            return None
+        if boxes.shape != (len(items), 4):
+            return None
         return items, boxes, vecs
+
+    def export(self) -> bool:
+        """Write the regions as a memory-mappable array beside the store, unless the export is
+        current; returns whether it wrote. Read in one snapshot of the store, written in
+        blocks (never the whole store in memory) and atomically: the vectors first, then the
+        rows naming the state they hold, so a reader never takes a half-written export."""
+        import json
+
+        from snoop_nb.index.base import atomic_write
+
+        root = Path(self.col.root)
+        self.db.execute("BEGIN")  # one snapshot for the state and the rows (WAL)
+        try:
+            version = self._state()
+            if self._exported(version) is not None:
+                return False
+            n, dim = version[0], self.col.dim
+            if n == 0:  # nothing to map (a stale export is refused by its state)
+                return False
+            items = np.empty(n, np.int64)
+            boxes = np.empty((n, 4), np.float32)
+
+            def vectors(tmp: str) -> None:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, dim))
+                cur = self.db.execute(
+                    "SELECT item_id, x0, y0, x1, y1, vector FROM regions ORDER BY id"
+                )
+                at = 0
+                while rows := cur.fetchmany(16384):
+                    m = len(rows)
+                    items[at : at + m] = [r[0] for r in rows]
+                    boxes[at : at + m] = [r[1:5] for r in rows]
+                    out[at : at + m] = np.frombuffer(
+                        b"".join(r[5] for r in rows), np.float16
+                    ).reshape(m, dim)
+                    at += m
+                out.flush()
+                del out
+
+            def rows(tmp: str) -> None:
+                with open(tmp, "wb") as f:
+                    state = np.frombuffer(json.dumps(version).encode(), np.uint8)
+                    np.savez(f, items=items, boxes=boxes, state=state)
+
+            atomic_write(root / EXPORT_VECTORS, vectors)
+            atomic_write(root / EXPORT_ROWS, rows)
+        finally:
+            self.db.execute("COMMIT")
+        self._cache = None
+        return True
 
     def stats(self) -> dict[str, Any]:
         """Live items with regions, their regions, and live items that could not be read."""
@@ -327,6 +433,7 @@ def index_regions(
                 on_batch(added, len(todo))
     finally:
         bar.close()
+    store.export()  # the vectors every searching process maps (shared pages)
     stats = store.stats()
     return {
         "added": added,

@@ -388,3 +388,52 @@ def test_a_box_drawn_on_an_uploaded_picture_in_chromium(scenes, tmp_path):
         page.wait_for_selector(".snoop-boxpick__chosen", state="detached", timeout=30_000)
         page.click(".snoop-boxpick__close")
         page.wait_for_selector(".snoop-boxpick", state="detached", timeout=30_000)
+
+
+def test_regions_are_searched_from_a_shared_memory_map_kept_current(scenes, tmp_path):
+    """index_regions writes the region vectors as one memory-mapped array that every searching
+    process maps; a stale, missing or cut-short export is never used (the store is read)."""
+    import shutil
+    import sqlite3
+
+    from snoop_nb.regions import EXPORT_ROWS, EXPORT_VECTORS, RegionStore
+
+    src = scenes[0]
+    src.index_regions(progress=False)
+    shutil.copytree(src.root, tmp_path / "col")
+    col = open_collection(tmp_path / "col")
+    with sqlite3.connect(col.root / REGIONS_FILE) as db:
+        rows = db.execute("SELECT item_id, vector FROM regions ORDER BY id").fetchall()
+    stored = np.frombuffer(b"".join(r[1] for r in rows), np.float16).reshape(len(rows), -1)
+    items, _, vecs = RegionStore(col).arrays()
+    assert isinstance(vecs, np.memmap) and (col.root / EXPORT_VECTORS).is_file()
+    assert np.array_equal(vecs, stored) and items.tolist() == [r[0] for r in rows]
+    q = col.search(item=int(items[0]), box=(0.5, 0.5, 1.0, 1.0), k=5)
+    # a picture added: its regions are in the store at once, and in the export after the run
+    extra = tmp_path / "cat_in_moon.jpg"
+    bg = photo("moon").convert("RGB").resize(SIZE)
+    bg.paste(photo("chelsea").resize(OBJECT), SPOT)
+    bg.save(extra)
+    col.add([extra], progress=False)
+    col.index_regions(progress=False)
+    items2, _, vecs2 = RegionStore(col).arrays()
+    assert isinstance(vecs2, np.memmap) and len(items2) == len(items) + 9
+    # a stale export (the store changed behind it) is not used: the store is read
+    store = RegionStore(col)
+    new = int(col.ids_under([extra])[0])
+    store.put([(new, [(0.0, 0.0, 0.5, 0.5)], stored[:1], None)])  # its 9 windows become 1
+    items3, _, vecs3 = store.arrays()
+    assert not isinstance(vecs3, np.memmap) and len(items3) == len(items) + 1
+    # cut short, or missing: read from the store, with the same results
+    col.index_regions(progress=False)  # (nothing to do) writes the export again
+    assert isinstance(RegionStore(col).arrays()[2], np.memmap)
+    mapped = col.search(item=int(items[0]), box=(0.5, 0.5, 1.0, 1.0), k=5)
+    path = col.root / EXPORT_VECTORS
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    again = RegionStore(col).arrays()
+    assert not isinstance(again[2], np.memmap) and len(again[0]) == len(items) + 1
+    (col.root / EXPORT_ROWS).unlink()
+    assert len(RegionStore(col).arrays()[0]) == len(items) + 1
+    read = col.search(item=int(items[0]), box=(0.5, 0.5, 1.0, 1.0), k=5)
+    assert read["id"].tolist() == mapped["id"].tolist() and len(q) == 5
+    col.close()
