@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -499,7 +499,7 @@ def find_duplicates(
     segments: bool = True,
     min_keyframes: int = 2,
     touching: Iterable[int] | None = None,
-    progress: bool = False,
+    progress: bool | Callable[[int, int], None] = False,
 ) -> Duplicates:
     """Copies among the live items of ``col`` (or ``ids``): see the module's docstring.
 
@@ -509,7 +509,8 @@ def find_duplicates(
     mirrored copies too; ``side`` the longest side pictures are verified at. ``segments`` chains
     copied keyframes of two videos into repeated segments (at least ``min_keyframes`` each).
     ``touching`` keeps only the candidate pairs with an item among those ids (the others were
-    checked before: :func:`update_duplicates`).
+    checked before: :func:`update_duplicates`). ``progress``: a bar over the pairs verified
+    (True), or ``progress(done, total)`` called as they are.
     """
 
     if threshold is None:
@@ -658,12 +659,32 @@ def _uris(col: Collection, ids: np.ndarray) -> dict[int, str]:
     return {int(i): str(u) for i, u in zip(items["id"], items["uri"], strict=True)}
 
 
-def _progress(total: int, progress: bool):
+def _progress(total: int, progress: bool | Callable[[int, int], None]):
+    """A bar over the pairs verified: tqdm's (``progress=True``), or ``progress(done, total)``
+    called as they are (a widget's status)."""
     if not progress or total == 0:
         return None
+    if callable(progress):
+        return _Counter(total, progress)
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="verifying", unit="pair")
+
+
+class _Counter:
+    def __init__(self, total: int, report: Callable[[int, int], None]):
+        self.total, self.done, self.report = total, 0, report
+        self._last = 0.0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self._last >= 0.5 or self.done >= self.total:  # at most twice a second
+            self._last = now
+            self.report(self.done, self.total)
+
+    def close(self) -> None:
+        pass
 
 
 def collapse(frame: pd.DataFrame, found: Duplicates) -> pd.DataFrame:
@@ -870,7 +891,7 @@ def update_duplicates(
     *,
     rebuild: bool = False,
     wait: float = 3600.0,
-    progress: bool = False,
+    progress: bool | Callable[[int, int], None] = False,
     **options: Any,
 ) -> Duplicates:
     """Find the copies of the whole collection and keep them in it (:data:`COPIES_FILE`), so

@@ -404,6 +404,48 @@ def test_copies_tab_lists_the_groups_with_thumbnails(copies_col, tmp_path):
     assert later.copies.button.children == ["Find copies again"]
 
 
+def test_copies_tab_finds_in_the_background_and_waits_for_another_finder(copies_col, tmp_path):
+    """The tab's button verifies in a thread (the page stays live, the status counts the
+    pairs); while another process holds the copies' lock it says so, waits, then shows."""
+    import threading
+    import time
+
+    from snoop_nb.copies import _COPIES_LOCK
+    from snoop_nb.store.lock import file_lock
+    from snoop_nb.ui import App
+
+    col, _, _ = _kept_copy(copies_col, tmp_path)
+    app = App(col, user="dup-bg", warm_up=False)
+    seen: list[str] = []
+    app.copies.status.observe(lambda c: seen.append(str(c["new"])), names="children")
+    release = threading.Event()
+    held = threading.Event()
+
+    def other_finder():
+        with file_lock(col.root / _COPIES_LOCK, busy=lambda: RuntimeError("held")):
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=other_finder)
+    holder.start()
+    held.wait(10)
+    thread = app.copies.find_in_background()
+    assert thread is not None and app.copies.find_in_background() is None  # one at a time
+    deadline = time.monotonic() + 30
+    while not any("another visitor" in s for s in seen) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any("another visitor is finding copies" in s for s in seen), seen
+    assert thread.is_alive()  # waiting in its thread, not in the kernel's
+    release.set()
+    holder.join(10)
+    thread.join(120)
+    assert not thread.is_alive()
+    assert len(app.copies.found.groups) == 2
+    assert any("pairs verified" in s for s in seen), seen
+    assert app.copies.status.children[0].startswith("2 groups of copies")
+    assert col.saved_duplicates() is not None
+
+
 def test_root_sift_is_hellinger_on_l2_normalised_rows():
     from snoop_nb.copies import root_sift
 

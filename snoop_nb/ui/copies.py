@@ -11,6 +11,7 @@ others wait for it). A collection that cannot be written to is searched without 
 from __future__ import annotations
 
 import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 import ipyvuetify as v
@@ -47,7 +48,8 @@ class CopiesView(v.Card):
         self.options = options
         self.found: Duplicates | None = None
         self.button = v.Btn(children=["Find copies"], color="primary", class_="snoop-copies-find")
-        self.button.on_event("click", lambda *_: self.find())
+        self.button.on_event("click", lambda *_: self.find_in_background())
+        self._thread: threading.Thread | None = None
         self.status = v.Html(tag="span", children=[""], class_="ml-3 snoop-copies-status")
         self.groups_box = w.VBox()
         self.groups_box.add_class("snoop-copies-groups")
@@ -73,21 +75,41 @@ class CopiesView(v.Card):
         else:
             self.status.children = ["copies not looked for yet"]
 
+    def find_in_background(self) -> threading.Thread | None:
+        """What the button does: :meth:`find` in a thread, so the page stays live while
+        pictures are verified (the status counts them); None if a search is under way."""
+        if self._thread is not None and self._thread.is_alive():
+            return None
+        self._thread = threading.Thread(target=self.find, name="snoop-copies", daemon=True)
+        self._thread.start()
+        return self._thread
+
     def find(self) -> Duplicates | None:
         """Look for copies now (the items not checked yet, when copies are kept) and show
-        them."""
+        them. Another process finding them meanwhile is waited for, and its result shown."""
+        from snoop_nb.copies import CopiesBusyError
+
         self.button.loading = True
         self.status.children = ["looking for copies..."]
+
+        def counted(done: int, total: int) -> None:
+            self.status.children = [f"looking for copies: {done} of {total} pairs verified"]
+
+        options = {"progress": counted, **self.options}
         try:
             try:
-                self.found = self.col.update_duplicates(**self.options)
+                self.found = self.col.update_duplicates(wait=0, **options)
+            except CopiesBusyError:  # another visitor's kernel: wait for it, then read
+                self.status.children = ["another visitor is finding copies: waiting for them"]
+                self.found = self.col.update_duplicates(**options)
             except OSError:  # a read-only collection (or disk): found, not kept
-                self.found = self.col.duplicates(**self.options)
+                self.found = self.col.duplicates(**options)
         except SnoopError as e:
             self.status.children = [str(e)]
             return None
         finally:
             self.button.loading = False
+        self.button.children = ["Find copies again"]
         self._render()
         return self.found
 
