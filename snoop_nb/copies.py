@@ -880,7 +880,8 @@ def saved_duplicates(
         found.groups.sort(key=lambda g: -len(g))
         pa, pb = found.pairs["id_a"].to_numpy(), found.pairs["id_b"].to_numpy()
         found.pairs = found.pairs[np.isin(pa, scope) & np.isin(pb, scope)].reset_index(drop=True)
-    found.skipped = [s for s in saved.skipped if int(s["id"]) in set(scope.tolist())]
+    inside = set(scope.tolist())
+    found.skipped = [s for s in saved.skipped if int(s["id"]) in inside]
     found.saved = saved.time
     found.unchecked = np.setdiff1d(scope, _checked(saved)).tolist()
     return found
@@ -929,7 +930,8 @@ def update_duplicates(
             kept = _pairs_frame(col, old)
             if fresh is None:
                 found = _assemble(col, kept, [], dict(saved.params), segments=False)
-                found.skipped = [s for s in saved.skipped if int(s["id"]) in set(live.tolist())]
+                alive_ids = set(live.tolist())
+                found.skipped = [s for s in saved.skipped if int(s["id"]) in alive_ids]
             else:
                 import pandas as pd
 
