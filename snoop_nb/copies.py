@@ -852,6 +852,15 @@ def _checked(saved: _Saved) -> np.ndarray:
     return np.setdiff1d(saved.covered, [int(s["id"]) for s in saved.skipped])
 
 
+def _kept_pairs(col: Collection, saved: _Saved, live: np.ndarray) -> pd.DataFrame:
+    """The kept verified pairs whose two items are both ``live``, as a pairs table."""
+    p = saved.pairs
+    alive = np.isin(p["id_a"].to_numpy(), live) & np.isin(p["id_b"].to_numpy(), live)
+    columns = {c: p[c].to_numpy()[alive] for c in _SAVED_COLUMNS}
+    columns["verified"] = np.ones(int(alive.sum()), bool)
+    return _pairs_frame(col, columns)
+
+
 def saved_duplicates(
     col: Collection, ids: Iterable[int] | None = None, *, segments: bool = True
 ) -> Duplicates | None:
@@ -863,14 +872,10 @@ def saved_duplicates(
     if saved is None:
         return None
     live = col.ok_ids()
-    p = saved.pairs
-    alive = np.isin(p["id_a"].to_numpy(), live) & np.isin(p["id_b"].to_numpy(), live)
-    columns = {c: p[c].to_numpy()[alive] for c in _SAVED_COLUMNS}
-    columns["verified"] = np.ones(int(alive.sum()), bool)
-    found = _assemble(col, _pairs_frame(col, columns), [], dict(saved.params), segments=segments)
+    found = _assemble(col, _kept_pairs(col, saved, live), [], dict(saved.params), segments=segments)
     scope = live if ids is None else np.intersect1d(np.asarray(list(ids), np.int64), live)
+    inside = set(scope.tolist())
     if ids is not None:
-        inside = set(scope.tolist())
         cut = [(g, [n for n, i in enumerate(g.ids) if i in inside]) for g in found.groups]
         found.groups = [
             CopyGroup([g.ids[n] for n in keep], [g.uris[n] for n in keep], g.score)
@@ -880,7 +885,6 @@ def saved_duplicates(
         found.groups.sort(key=lambda g: -len(g))
         pa, pb = found.pairs["id_a"].to_numpy(), found.pairs["id_b"].to_numpy()
         found.pairs = found.pairs[np.isin(pa, scope) & np.isin(pb, scope)].reset_index(drop=True)
-    inside = set(scope.tolist())
     found.skipped = [s for s in saved.skipped if int(s["id"]) in inside]
     found.saved = saved.time
     found.unchecked = np.setdiff1d(scope, _checked(saved)).tolist()
@@ -923,11 +927,7 @@ def update_duplicates(
                 if new.size
                 else None
             )
-            p = saved.pairs
-            alive = np.isin(p["id_a"].to_numpy(), live) & np.isin(p["id_b"].to_numpy(), live)
-            old = {c: p[c].to_numpy()[alive] for c in _SAVED_COLUMNS}
-            old["verified"] = np.ones(int(alive.sum()), bool)
-            kept = _pairs_frame(col, old)
+            kept = _kept_pairs(col, saved, live)
             if fresh is None:
                 found = _assemble(col, kept, [], dict(saved.params), segments=False)
                 alive_ids = set(live.tolist())
